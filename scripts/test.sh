@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install visreps with its test dependencies (if needed) and run the test suite.
+# Extra arguments are passed to pytest.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bin="$(bash "$here/scripts/env.sh")"
+cd "$here"
+export MLFLOW_DISABLE_TELEMETRY=true
+exec "$bin/python" -m pytest "$@"

@@ -1,0 +1,60 @@
+"""The `visreps` command: `visreps <command> [options] [key=value ...]`.
+
+Each command lives in ``visreps/stages/<command>.py`` and exposes ``add_arguments(parser)`` and
+``run(args) -> int``; the MLproject entry points call the same code through ``entrypoints/<stage>.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from visreps.errors import VisrepsError
+
+#: command name -> module; help text is the module docstring's first line
+COMMANDS: dict[str, str] = {
+    "demo_data": "visreps.stages.demo_data",
+    "labels": "visreps.stages.labels",
+    "train": "visreps.stages.train",
+    "pipeline": "visreps.stages.pipeline",
+    "score": "visreps.stages.score",
+    "datasets": "visreps.stages.datasets",
+}
+
+
+def _command_module(name: str):
+    return importlib.import_module(COMMANDS[name])
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; with ``command`` only that sub-command is imported (fast start)."""
+    parser = argparse.ArgumentParser(prog="visreps", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", metavar="command", required=True)
+    for name in COMMANDS:
+        if command is not None and name != command:
+            commands.add_parser(name, help="(run `visreps NAME --help`)")
+            continue
+        module = _command_module(name)
+        summary = (module.__doc__ or name).strip().splitlines()[0]
+        sub = commands.add_parser(name, help=summary, description=module.__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; bad input ends with one clear line on stderr and exit status 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    try:
+        return int(_command_module(args.command).run(args) or 0)
+    except VisrepsError as error:
+        print(f"visreps {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

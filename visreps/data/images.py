@@ -1,0 +1,89 @@
+"""Training image collections: class-folder trees (ImageNet layout) and the seeded train/held-out split.
+
+Images are keyed by their path relative to the collection root, POSIX style (``n01440764/n01440764_10026.JPEG``).
+The split is the study's: files sorted by key, a seeded random permutation, the first ``1 - heldout_fraction``
+for training (fitting networks *and* PCA label thresholds), the rest held out for accuracy.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from visreps.data.base import DatasetError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class ImageCollection:
+    """Images under ``root``: ``keys[i]`` (relative path) with folder class ``fine_labels[i]``.
+
+    ``class_names[c]`` is the folder name of class ``c`` (sorted), the "fine" labels of the collection.
+    """
+
+    root: Path
+    keys: tuple[str, ...]
+    fine_labels: np.ndarray
+    class_names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def path(self, index: int) -> Path:
+        return self.root / self.keys[index]
+
+    def index_of(self) -> dict[str, int]:
+        """Key -> position."""
+        return {key: i for i, key in enumerate(self.keys)}
+
+
+def scan_class_folders(root: str | Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> ImageCollection:
+    """List ``root/<class>/<image>`` files (sorted); raise DatasetError when ``root`` is missing or empty."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"image folder {root} does not exist; set the dataset root to a class-folder tree")
+    class_names = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
+    keys: list[str] = []
+    labels: list[int] = []
+    for label, name in enumerate(class_names):
+        files = sorted(
+            entry.name for entry in os.scandir(root / name)
+            if entry.is_file() and entry.name.lower().endswith(extensions)
+        )
+        keys.extend(f"{name}/{file}" for file in files)
+        labels.extend([label] * len(files))
+    if not keys:
+        raise DatasetError(
+            f"image folder {root} holds no images in class sub-folders (<root>/<class>/<image>{extensions[0]}); "
+            "check the path"
+        )
+    order = np.argsort(np.asarray(keys, dtype=object), kind="stable")
+    keys_sorted = tuple(keys[i] for i in order)
+    return ImageCollection(root, keys_sorted, np.asarray(labels, dtype=np.int64)[order], tuple(class_names))
+
+
+def train_heldout_split(n_images: int, heldout_fraction: float = 0.2, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (sorted) of the training and held-out images of a collection of ``n_images`` sorted keys."""
+    if not 0.0 <= heldout_fraction < 1.0:
+        raise ValueError(f"heldout_fraction must be in [0, 1), got {heldout_fraction}")
+    permutation = np.random.default_rng(seed).permutation(n_images)
+    n_heldout = int(round(n_images * heldout_fraction))
+    heldout = np.sort(permutation[:n_heldout])
+    train = np.sort(permutation[n_heldout:])
+    return train, heldout
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Open an image file as RGB; raise DatasetError naming the file when it is missing or corrupt."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise DatasetError(f"image file {path} does not exist") from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise DatasetError(f"image file {path} is corrupt or not an image ({error}); remove or replace it") from None

@@ -1,0 +1,1 @@
+"""Stages and commands: each module orchestrates library layers and logs through ``visreps.tracking``."""

@@ -1,0 +1,295 @@
+"""Derive nested coarse labels (K = 2, 4, ..., 1024) from PCA median splits of a source's image features.
+
+Sources: ``pixels`` (downsampled images), ``timm`` / ``torchvision`` models (weights from a local file or an
+existing cache; never downloaded), or ``model``: a network trained with visreps (checkpoint path,
+``runs:/<run_id>/<path>`` or ``models:/<name>@<alias>``). PCA and medians use the training split only
+(``pca.fit_split``); every image gets a label. One MLflow run holds the label tables per K, the PCA, class
+sizes, a nesting check and figures; an identical finished run is reused unless ``force=true``.
+
+Examples:
+  visreps labels dataset.root=/data/imagenet/train source.kind=torchvision source.name=alexnet
+  visreps labels --config configs/labels/demo_pixels.yaml dataset.root=<demo_root>/train_images
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, field_validator, model_validator
+
+from visreps.config import ConfigModel
+from visreps.data.images import scan_class_folders, train_heldout_split
+from visreps.labels import (
+    LabelError,
+    PixelSource,
+    bits_for_k,
+    check_ks,
+    collection_fingerprint,
+    derive_coarse_labels,
+    resolve_n_pcs,
+    subset_collection,
+)
+from visreps.labels.derive import probe_feature_dim
+from visreps.labels.outputs import write_label_outputs
+from visreps.labels.pca import check_n_components
+from visreps.labels.pretrained import build_timm_source, build_torchvision_source
+from visreps.labels.sources import FeatureSource, source_fingerprint
+from visreps.paths import cache_dir, ensure_writable_dir
+from visreps.stages.common import add_config_arguments, stage_config
+from visreps.tracking import client, find_finished_run, stage_run
+
+STAGE = "labels"
+STAGE_VERSION = 1
+_RUNTIME = {"affects_result": False}
+
+
+class DatasetSection(ConfigModel):
+    """Training images: a class-folder tree, the train/held-out split (same as training's) and bad files."""
+
+    root: str = Field("", description="class-folder tree <root>/<class>/<image> (e.g. ImageNet train)")
+    max_images: int | None = Field(None, ge=2, description="keep a seeded random subset (seed) for quick runs")
+    heldout_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="held-out share, as in training")
+    split_seed: int = Field(42, description="seed of the train/held-out split, as in training")
+    on_corrupt_image: Literal["fail", "skip"] = "fail"
+
+
+class SourceSection(ConfigModel):
+    """Where features come from (see the stage docstring)."""
+
+    kind: Literal["pixels", "timm", "torchvision", "model"] = "pixels"
+    name: str = Field("", description="timm/torchvision model name, or (kind=model) a checkpoint path or URI")
+    weights: str = Field("cache", description="'cache', 'random' or a weights file (timm/torchvision)")
+    layer: str = Field("", description="'' = the source's default layer; a module name, 'output', 'pre_logits'")
+    token: Literal["auto", "cls", "mean", "flatten"] = "auto"
+    model_kwargs: dict[str, Any] = Field(default_factory=dict, description="timm/torchvision constructor options")
+    image_size: int | None = Field(None, ge=1, description="timm/torchvision input side (default: the model's)")
+    pixel_size: int = Field(16, ge=1, description="kind=pixels: images resized and centre-cropped to this side")
+    grayscale: bool = False
+
+    @model_validator(mode="after")
+    def _name_given(self) -> "SourceSection":
+        if self.kind != "pixels" and not self.name:
+            raise ValueError(f"source.kind={self.kind} needs source.name (a model name, checkpoint path or URI)")
+        return self
+
+
+class PCASection(ConfigModel):
+    n_pcs: int | None = Field(None, ge=1, description="PCs computed and stored; default log2(max K)")
+    fit_split: Literal["train", "all"] = Field("train", description="images whose features fit PCA and medians")
+    cache_features: bool = Field(False, description="keep float16 features on disk instead of a 2nd forward pass")
+
+
+class ComputeSection(ConfigModel):
+    device: str = Field("auto", description="auto (cuda when available), cpu, cuda, cuda:1 ...")
+    batch_size: int = Field(128, ge=1)
+    num_workers: int = Field(4, ge=0, description="image-decoding DataLoader workers")
+    cache_dir: str = Field("", description="folder for the feature cache (default: <VISREPS_HOME>/cache/labels)")
+    progress: bool = True
+
+
+class LabelsConfig(ConfigModel):
+    """Configuration of the labels stage (defaults in configs/labels/default.yaml)."""
+
+    experiment: str = Field("visreps-labels", json_schema_extra=_RUNTIME)
+    dataset: DatasetSection = Field(default_factory=DatasetSection)
+    source: SourceSection = Field(default_factory=SourceSection)
+    ks: list[int] = Field(default_factory=lambda: [2, 4, 8, 16, 32, 64])
+    pca: PCASection = Field(default_factory=PCASection)
+    seed: int = Field(0, description="max_images subset, random-init weights, scatter-plot subsample")
+    figures: bool = True
+    n_pole_images: int = Field(8, ge=1)
+    csv: bool = Field(True, description="also export label tables as CSV")
+    compute: ComputeSection = Field(default_factory=ComputeSection, json_schema_extra=_RUNTIME)
+    force: bool = Field(False, json_schema_extra=_RUNTIME, description="recompute even if an identical run exists")
+
+    @field_validator("ks")
+    @classmethod
+    def _powers_of_two(cls, ks: list[int]) -> list[int]:
+        return check_ks(ks)
+
+
+CONFIG_CLASS = LabelsConfig
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; anything else as given (checked to exist)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LabelError(f"compute.device={name} but no CUDA device is available; use compute.device=auto or cpu")
+    return device
+
+
+class _ResizeCrop:
+    """Training's eval geometry (``visreps.training.transforms.resize_and_crop``) as a picklable transform."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, image):
+        from visreps.training.transforms import resize_and_crop
+
+        return resize_and_crop(image, self.size)
+
+    def __repr__(self) -> str:
+        return f"ResizeCrop(size={self.size}, resize={round(self.size * 256 / 224)})"
+
+
+class TrainedModelSource:
+    """A network trained by visreps (``visreps.models.load``) read at one extraction point."""
+
+    def __init__(self, uri: str, layer: str = "") -> None:
+        from torchvision.transforms import v2 as transforms
+
+        from visreps import models
+
+        loaded = models.load(uri)
+        points = models.extraction_points(loaded.model)
+        preferred = [p for p in ("fc2_post", "pre_logits") if p in points] or [p for p in points if p != "logits"]
+        self.layer = layer or (preferred[0] if preferred else points[-1])
+        self.model = loaded.model.eval()
+        self.extractor = models.FeatureExtractor(self.model, [self.layer])
+        meta = loaded.metadata
+        size = int(meta["image_size"])
+        mean = list(meta.get("mean") or models.IMAGENET_MEAN)
+        std = list(meta.get("std") or models.IMAGENET_STD)
+        self.transform = transforms.Compose([
+            _ResizeCrop(size), transforms.ToImage(),
+            transforms.ToDtype(torch.float32, scale=True), transforms.Normalize(mean, std),
+        ])
+        self.name = f"model:{uri}"
+        self._info = {"kind": "model", "uri": str(uri), "layer": self.layer, "points": points,
+                      **{k: meta[k] for k in ("architecture", "num_classes", "image_size", "label_source", "K",
+                                              "seed", "epoch", "run_id") if k in meta}}
+        self._device = torch.device("cpu")
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, **self._info}
+
+    def to(self, device: torch.device) -> "TrainedModelSource":
+        self._device = torch.device(device)
+        self.model.to(self._device)
+        return self
+
+    def features(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.extractor(batch.to(self._device))[self.layer]
+
+
+def build_source(section: SourceSection, seed: int) -> FeatureSource:
+    """The FeatureSource a config names (errors about names, weights and layers come from here, early)."""
+    if section.kind == "pixels":
+        return PixelSource(section.pixel_size, section.grayscale)
+    options = {"model_kwargs": section.model_kwargs, "image_size": section.image_size}
+    if section.kind == "torchvision":
+        return build_torchvision_source(section.name, section.weights, section.layer, section.token, seed, **options)
+    if section.kind == "timm":
+        return build_timm_source(section.name, section.weights, section.layer, section.token, seed, **options)
+    return TrainedModelSource(section.name, section.layer)
+
+
+def load_images(section: DatasetSection, seed: int):
+    """(collection, held-out mask): the split is drawn on the full tree, then the max_images subset is kept."""
+    if not section.root:
+        raise LabelError("dataset.root is not set; pass dataset.root=/path/to/class-folder-tree (<root>/<class>/<img>)")
+    collection = scan_class_folders(section.root)
+    _, heldout_index = train_heldout_split(len(collection), section.heldout_fraction, section.split_seed)
+    heldout = np.zeros(len(collection), dtype=bool)
+    heldout[heldout_index] = True
+    if section.max_images and section.max_images < len(collection):
+        keep = np.sort(np.random.default_rng(seed).choice(len(collection), section.max_images, replace=False))
+        collection, heldout = subset_collection(collection, keep), heldout[keep]
+    return collection, heldout
+
+
+def _metrics(summary: dict[str, Any], ks: list[int]) -> dict[str, float]:
+    metrics = {key: float(summary[key]) for key in (
+        "n_images", "n_fit", "n_train", "n_heldout", "n_skipped", "feature_dim", "n_pcs",
+        "explained_variance_label_pcs", "seconds_fit", "seconds_project", "seconds_total", "images_per_second")}
+    metrics["nested"] = float(summary["nested"])
+    for k in ks:
+        for key in ("min_class_size", "max_class_size", "empty_classes"):
+            metrics[f"k{k}_{key}"] = float(summary[f"k{k}"][key])
+    return metrics
+
+
+def run_labels_stage(config: LabelsConfig, parent_run_id: str | None = None) -> str:
+    """Run (or reuse) the labels stage for ``config``; return the MLflow run id that holds the labels."""
+    n_pcs = resolve_n_pcs(config.ks, config.pca.n_pcs)
+    collection, heldout = load_images(config.dataset, config.seed)
+    fingerprint = collection_fingerprint(collection)
+    source = build_source(config.source, config.seed)
+    source_print = source_fingerprint(source)
+    if not config.force:
+        found = find_finished_run(STAGE, config, STAGE_VERSION)
+        same = found is not None and found.tags.get("visreps.dataset_fingerprint") == fingerprint \
+            and found.tags.get("visreps.source_fingerprint") == source_print
+        if same:
+            print(f"labels: reusing finished run {found.run_id} (identical configuration, images and source "
+                  "weights; force=true recomputes)")
+            launcher = os.environ.get("MLFLOW_RUN_ID")
+            if launcher and launcher != found.run_id:
+                client().set_tag(launcher, "visreps.reused_run_id", found.run_id)
+            return found.run_id
+        if found is not None:
+            print(f"labels: run {found.run_id} has the same configuration but other images or source weights; "
+                  "recomputing")
+    device = resolve_device(config.compute.device)
+    described = source.describe()
+    tags = {
+        "visreps.source": source.name, "visreps.label_source": source.name,
+        "visreps.layer": described.get("layer", ""), "visreps.dataset": Path(config.dataset.root).name,
+        "visreps.dataset_fingerprint": fingerprint, "visreps.data_fingerprint": fingerprint,
+        "visreps.source_fingerprint": source_print,
+        "visreps.n_pcs": n_pcs, "visreps.seed": config.seed, "visreps.ks": ",".join(map(str, config.ks)),
+    }
+    cache_root = ensure_writable_dir(config.compute.cache_dir, "compute.cache_dir") if config.compute.cache_dir \
+        else (cache_dir("labels") if config.pca.cache_features else None)
+    fit_count = int(len(collection) - heldout.sum()) if config.pca.fit_split == "train" else len(collection)
+    source.to(device)
+    check_n_components(n_pcs, probe_feature_dim(collection, source, config.dataset.on_corrupt_image, device), fit_count)
+    run_name = f"labels-{source.name}-k{max(config.ks)}"
+    with stage_run(STAGE, config, STAGE_VERSION, tags=tags, run_name=run_name, parent_run_id=parent_run_id) as run:
+        with tempfile.TemporaryDirectory(prefix="visreps-labels-", dir=cache_root) as scratch:
+            result = derive_coarse_labels(
+                collection, source, heldout, config.ks, n_pcs=n_pcs, fit_split=config.pca.fit_split,
+                batch_size=config.compute.batch_size, num_workers=config.compute.num_workers, device=device,
+                on_corrupt=config.dataset.on_corrupt_image,
+                cache_file=Path(scratch) / "features.f16" if config.pca.cache_features else None,
+                progress=config.compute.progress,
+            )
+            out = Path(scratch) / "artifacts"
+            summary = write_label_outputs(result, out, seed=config.seed, figures=config.figures, csv=config.csv,
+                                          n_pole_images=config.n_pole_images)
+            run.log_artifacts(out)
+        run.log_dict(described, "source.json")
+        run.log_params({
+            "resolved.source": source.name, "resolved.layer": described.get("layer", ""), "resolved.n_pcs": n_pcs,
+            "resolved.feature_dim": result.feature_dim, "resolved.device": str(device),
+            "resolved.dataset_fingerprint": fingerprint, "resolved.n_images_scanned": len(collection),
+        })
+        ratios = result.pca.explained_variance_ratio[:n_pcs]
+        run.log_metrics({**_metrics(summary, config.ks),
+                         **{f"explained_variance_ratio_pc{j + 1}": float(r) for j, r in enumerate(ratios)}})
+        if result.skipped:
+            print(f"labels: left out {len(result.skipped)} unreadable image(s); see skipped_images.json")
+        if not summary["nested"]:
+            raise LabelError(f"label sets do not nest: {result.nesting}")
+        print(f"labels: run {run.run_id}: {summary['n_images']} images, K={config.ks}, "
+              f"{bits_for_k(max(config.ks))} PCs explain {summary['explained_variance_label_pcs']:.3f} of the variance")
+        return run.run_id
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    run_labels_stage(stage_config(LabelsConfig, STAGE, args))
+    return 0

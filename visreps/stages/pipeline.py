@@ -1,0 +1,243 @@
+"""Run every stage end to end: demo data → fine-label training → coarse labels → training at each K.
+
+Each child stage is configured the way it is on its own (``configs/<stage>/default.yaml``, then the experiment
+file and the overrides named in the pipeline's section), all child configurations are resolved and validated
+before any work starts, and a child whose identical configuration already finished is re-used, so running the
+pipeline again only does what is missing. The pipeline run holds the child run ids, a summary table and a
+held-out-accuracy-versus-K figure.
+
+Examples:
+  visreps pipeline                                   # the demo (configs/pipeline/default.yaml)
+  visreps pipeline ks=[2,8] seeds=[1,2]              # fewer granularities, two seeds
+  visreps pipeline 'train.overrides=[epochs=2]'      # override a child stage's key
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from tqdm.auto import tqdm
+
+from visreps.config import ConfigModel, load_config, to_yaml
+from visreps.errors import VisrepsError
+from visreps.stages.common import add_config_arguments, stage_config
+from visreps.tracking import ensure_tracking_available, finished_run, stage_run
+
+STAGE = "pipeline"
+STAGE_VERSION = 1
+_RUNTIME = {"affects_result": False}
+STEPS = ("demo_data", "train_fine", "labels", "train")
+#: placeholders filled in while the pipeline runs: the fine-label network's URI, the latest labels run id
+FINE_MODEL = "PIPELINE_FINE_MODEL"
+LABELS_RUN = "PIPELINE_LABELS_RUN"
+
+
+class StageSection(ConfigModel):
+    """How one child stage is configured: an experiment file and ``key=value`` overrides on top of its defaults."""
+
+    config: str = Field("", description="experiment file, relative to the project folder (or absolute)")
+    overrides: list[str] = Field(default_factory=list, description="key=value overrides applied after the file")
+
+
+class PipelineConfig(ConfigModel):
+    """The grid the pipeline runs and how each child stage is configured."""
+
+    experiment: str = Field("visreps-pipeline", json_schema_extra=_RUNTIME,
+                            description="MLflow experiment of the pipeline run and of every child run")
+    steps: list[Literal["demo_data", "train_fine", "labels", "train"]] = Field(
+        default_factory=lambda: list(STEPS), description="steps to run (demo_data is needed by every later one)")
+    demo_data: StageSection = Field(default_factory=StageSection)
+    train: StageSection = Field(default_factory=StageSection, description="every training run (fine and coarse)")
+    label_sources: dict[str, StageSection] = Field(
+        default_factory=dict, description="label source name (used in tags and aliases) -> labels stage config")
+    fine_model_source: str = Field(
+        "", description="label source that takes the network trained on fine labels (seed = first seed) as its "
+                        "feature model (source.name is filled in); '' = none")
+    ks: list[int] = Field(default_factory=lambda: [2, 4, 8, 16, 32], description="granularities trained per source")
+    seeds: list[int] = Field(default_factory=lambda: [1], description="training seeds per (source, K)")
+    force: bool = Field(False, json_schema_extra=_RUNTIME, description="redo the pipeline run (children re-used)")
+
+    @field_validator("ks")
+    @classmethod
+    def _powers_of_two(cls, value: list[int]) -> list[int]:
+        bad = [k for k in value if k < 2 or k & (k - 1)]
+        if bad:
+            raise ValueError(f"K must be powers of two >= 2, got {bad}")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _some_seed(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("seeds is empty; give at least one training seed, e.g. seeds=[1]")
+        return value
+
+
+CONFIG_CLASS = PipelineConfig
+
+
+class PipelineError(VisrepsError, ValueError):
+    """The pipeline's grid or a child stage's configuration is inconsistent."""
+
+
+def child_config(schema: type[ConfigModel], stage: str, section: StageSection, extra: list[str]) -> ConfigModel:
+    """Resolve a child stage's config: its defaults, ``section.config``, ``section.overrides``, then ``extra``."""
+    from visreps.paths import project_root
+
+    config_file = None
+    if section.config:
+        config_file = Path(section.config).expanduser()
+        if not config_file.is_absolute():
+            config_file = project_root() / config_file
+    return load_config(schema, stage, config_file=config_file, overrides=[*section.overrides, *extra])
+
+
+@dataclass
+class Job:
+    """One child stage run of the pipeline, its configuration resolved before any work."""
+
+    step: str
+    config: Any
+    label_source: str = ""
+    k: int | None = None
+    seed: int | None = None
+
+
+def plan(config: PipelineConfig) -> list[Job]:
+    """Resolve and validate every child configuration up front (bad keys fail here, naming the stage).
+
+    Coarse training jobs name their label table ``runs:/<LABELS_RUN>/...``; the labels run id is filled in when the
+    labels job has run; the fine-model label source's ``source.name`` after fine training.
+    """
+    from visreps.data.demo import default_demo_root
+    from visreps.stages.demo_data import DemoDataStageConfig
+    from visreps.stages.labels import LabelsConfig
+    from visreps.training import TrainConfig
+
+    steps = [step for step in STEPS if step in config.steps]
+    if not steps:
+        raise PipelineError("steps is empty; nothing to run")
+    if config.fine_model_source and config.fine_model_source not in config.label_sources:
+        raise PipelineError(f"fine_model_source={config.fine_model_source!r} is not one of label_sources "
+                            f"{sorted(config.label_sources)}")
+    if config.fine_model_source and "labels" in steps and "train_fine" not in steps:
+        raise PipelineError(f"label source {config.fine_model_source!r} needs the fine-label network: add "
+                            "'train_fine' to steps or drop fine_model_source")
+    common = [f"experiment={config.experiment}"]
+    demo = child_config(DemoDataStageConfig, "demo_data", config.demo_data, common)
+    images = default_demo_root(demo) / "train_images"
+    common.append(f"dataset.root={images}")
+    jobs = [Job("demo_data", demo)]
+
+    def train_job(label_source: str, k: int | None, seed: int, table: str) -> Job:
+        extra = [f"labels.table={table}", f"labels.source_name={label_source}", f"seed={seed}",
+                 f"labels.num_classes={'null' if k is None else k}"]
+        return Job("train", child_config(TrainConfig, "train", config.train, common + extra), label_source, k, seed)
+
+    if "train_fine" in steps:
+        jobs += [train_job("fine", None, seed, "fine") for seed in config.seeds]
+    if "labels" in steps:
+        for name, section in config.label_sources.items():
+            takes_fine_model = name == config.fine_model_source
+            labels = child_config(LabelsConfig, "labels", section,
+                                  common + ([f"source.name={FINE_MODEL}"] if takes_fine_model else []))
+            if takes_fine_model and labels.source.kind != "model":
+                raise PipelineError(f"label source {name!r} takes the fine-label network: it needs source.kind=model")
+            missing = [k for k in config.ks if k not in labels.ks]
+            if "train" in steps and missing:
+                raise PipelineError(f"label source {name!r} makes K={labels.ks}, but the pipeline trains K={missing}; "
+                                    f"add them to label_sources.{name}.overrides (ks=[...]) or drop them from ks")
+            jobs.append(Job("labels", labels, name))
+            if "train" in steps:
+                jobs += [train_job(name, k, seed, f"runs:/{LABELS_RUN}/label_tables/k{k}.parquet")
+                         for k in config.ks for seed in config.seeds]
+    return jobs
+
+
+def run_pipeline(config: PipelineConfig) -> str:
+    """Run (or re-use) every planned child stage in order; returns the pipeline run id."""
+    from visreps.stages.demo_data import run_demo_data_stage
+    from visreps.stages.labels import run_labels_stage
+    from visreps.stages.train import run_train_stage
+
+    ensure_tracking_available()
+    jobs = plan(config)
+    started = time.monotonic()
+    rows: list[dict[str, Any]] = []
+    fine_model_uri = ""
+    labels_run = ""
+    with stage_run(STAGE, config, STAGE_VERSION, run_name="pipeline") as run:
+        run.log_text("\n---\n".join(f"# {job.step} {job.label_source} K={job.k} seed={job.seed}\n"
+                                      f"{to_yaml(job.config)}" for job in jobs), "child_configs.yaml")
+        for index, job in enumerate(tqdm(jobs, desc="pipeline", unit="stage", disable=None)):
+            if job.step == "demo_data":
+                run_id, _ = run_demo_data_stage(job.config, parent_run_id=run.run_id)
+            elif job.step == "labels":
+                if job.config.source.name == FINE_MODEL:
+                    job.config.source.name = fine_model_uri
+                run_id = labels_run = run_labels_stage(job.config, parent_run_id=run.run_id)
+            else:
+                if LABELS_RUN in job.config.labels.table:
+                    job.config.labels.table = job.config.labels.table.replace(LABELS_RUN, labels_run)
+                run_id = run_train_stage(job.config, parent_run_id=run.run_id)
+            child = finished_run(run_id)
+            if job.step == "train" and job.label_source == "fine" and job.seed == config.seeds[0]:
+                fine_model_uri = child.tags.get("visreps.model_uri", f"runs:/{run_id}/model")
+            run.set_tags({f"visreps.child.{index:03d}": run_id})
+            rows.append({"step": job.step, "label_source": job.label_source, "seed": job.seed, "run_id": run_id,
+                         "K": int(child.tags["visreps.K"]) if "visreps.K" in child.tags else job.k,
+                         "heldout_accuracy": child.metrics.get("final_heldout_accuracy")})
+        _log_summary(run, rows, time.monotonic() - started)
+    print(f"pipeline: run {run.run_id}: {len(rows)} stage runs in {time.monotonic() - started:.0f} s")
+    return run.run_id
+
+
+def _log_summary(run, rows: list[dict[str, Any]], seconds: float) -> None:
+    """summary.csv (one row per child run), held-out accuracy metrics per source/K/seed and their figure."""
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    run.log_table(table, "summary.csv")
+    run.log_metrics({"n_child_runs": float(len(table)), "seconds": seconds})
+    trained = table[(table.step == "train") & table.heldout_accuracy.notna()]
+    if len(trained):
+        run.log_metrics({f"heldout_accuracy.{row.label_source}.k{int(row.K)}.s{int(row.seed)}":
+                         float(row.heldout_accuracy) for row in trained.itertuples()})
+        run.log_figure(accuracy_figure(trained), "figures/heldout_accuracy_vs_k.png")
+
+
+def accuracy_figure(trained):
+    """Held-out accuracy against K (log2 axis) per label source, with chance (1/K) for reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    figure, axis = plt.subplots(figsize=(5.5, 3.6))
+    for source, rows in trained.groupby("label_source"):
+        rows = rows.sort_values("K")
+        axis.plot(rows.K, rows.heldout_accuracy, marker="o", label=source)
+    ks = np.array(sorted(trained.K.dropna().unique()), dtype=float)
+    axis.plot(ks, 1.0 / ks, color="grey", linestyle=":", label="chance (1/K)")
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("K (classes)")
+    axis.set_ylabel("held-out accuracy (final epoch)")
+    axis.set_ylim(0, 1)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    run_pipeline(stage_config(PipelineConfig, STAGE, args))
+    return 0

@@ -1,0 +1,274 @@
+"""Train a network from scratch on a label set (SPEC §2) and register it, and its untrained state, in MLflow.
+
+Examples:
+  visreps train dataset.root=demo --config configs/train/demo.yaml
+  visreps train dataset.root=/data/imagenet/train labels.table=runs:/<labels run>/label_tables/k8.parquet \\
+      labels.source_name=pca_alexnet seed=1
+  torchrun --nproc-per-node 4 -m visreps.cli train dataset.root=... (DDP; see docs/training.md)
+
+An identical finished run (same result-affecting config) is re-used unless force=true. A killed run resumes
+from its newest checkpoint in <home>/checkpoints/train/<run key>/ when launched again with the same config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from visreps.data.images import scan_class_folders
+from visreps.labels.tables import collection_fingerprint, read_label_table
+from visreps.models import save_model_file
+from visreps.paths import home
+from visreps.stages.common import add_config_arguments, stage_config
+from visreps.tracking import StageRun, download_artifacts, ensure_tracking_available, find_finished_run, run_key, stage_run
+from visreps.tracking.models import (
+    EPOCH0_ARTIFACT, MODEL_ARTIFACT, ensure_registered, log_model_file, model_alias, registered_model_name,
+    system_metrics,
+)
+from visreps.training import TrainConfig, Trainer, TrainingError, TrainingLabels, export_model_file, training_labels
+from visreps.training.checkpoints import checkpoint_name
+from visreps.training.distributed import (
+    DistContext, barrier, broadcast_object, init_distributed, shutdown_distributed,
+)
+
+STAGE = "train"
+STAGE_VERSION = 1
+CONFIG_CLASS = TrainConfig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = stage_config(TrainConfig, STAGE, args)
+    run_id = run_train_stage(config)
+    print(f"train: run {run_id}")
+    return 0
+
+
+def checkpoint_folder(config: TrainConfig) -> Path:
+    """Local checkpoints of this configuration: ``<home>/checkpoints/train/<run key>`` (found again on re-launch)."""
+    return home() / "checkpoints" / STAGE / run_key(STAGE, config, STAGE_VERSION)
+
+
+def dataset_root(config: TrainConfig) -> Path:
+    """``dataset.root`` as a folder; ``demo`` is the default demo dataset's ``train_images``."""
+    root = config.dataset.root.strip()
+    if not root:
+        raise TrainingError("dataset.root is not set; pass dataset.root=/path/to/class-folder-tree or dataset.root=demo")
+    if root == "demo":
+        from visreps.data.demo import DemoDataConfig, default_demo_root
+
+        folder = default_demo_root(DemoDataConfig()) / "train_images"
+        if not folder.is_dir():
+            raise TrainingError(f"the demo dataset is not at {folder}; run `visreps demo_data` first")
+        return folder
+    return Path(root).expanduser().resolve()
+
+
+def dataset_name(config: TrainConfig) -> str:
+    """Short name of the training images for tags: the root's last two path parts (``imagenet/train``)."""
+    root = dataset_root(config)
+    return f"{root.parent.name}/{root.name}" if root.parent.name else root.name
+
+
+def read_labels_spec(spec: str) -> pd.DataFrame | None:
+    """``fine`` -> None (folder classes); a ``runs:/<id>/<path>`` artifact or a local .parquet/.csv -> the table."""
+    if spec == "fine":
+        return None
+    if spec.startswith("runs:/"):
+        body = spec[len("runs:/"):].strip("/")
+        if "/" not in body:
+            raise TrainingError(f"labels.table={spec!r} names no artifact; use runs:/<run_id>/label_tables/k8.parquet")
+        run_id, artifact = body.split("/", 1)
+        try:
+            local = download_artifacts(run_id, artifact)
+        except Exception as error:  # MLflow raises several types for a missing run or artifact
+            raise TrainingError(f"cannot fetch labels.table={spec!r}: {str(error).splitlines()[0]}") from None
+        return read_label_table(local)
+    return read_label_table(Path(spec).expanduser())
+
+
+@dataclass
+class _Plan:
+    reuse_run_id: str | None = None
+    table: pd.DataFrame | None = None
+    error: str | None = None
+
+
+def _plan(config: TrainConfig) -> _Plan:
+    """Rank 0: check the store and the inputs, find a finished identical run, read the label table."""
+    ensure_tracking_available()
+    if config.labels.table != "fine" and not config.label_source:
+        raise TrainingError("labels.source_name is not set; name the label source (e.g. labels.source_name=pca_pixels): "
+                            "it goes into the run tags and the registered model's alias")
+    root = dataset_root(config)
+    if not root.is_dir():
+        raise TrainingError(f"dataset.root={config.dataset.root!r}: folder {root} does not exist")
+    if not config.force:
+        previous = find_finished_run(STAGE, config, STAGE_VERSION)
+        if previous is not None:
+            return _Plan(reuse_run_id=previous.run_id)
+    return _Plan(table=read_labels_spec(config.labels.table))
+
+
+def _version_tags(config: TrainConfig, labels: TrainingLabels, epoch: int, run_id: str) -> dict[str, Any]:
+    return {"K": labels.num_classes, "label_source": config.label_source, "seed": config.seed, "epoch": epoch,
+            "architecture": config.model.architecture, "image_size": config.image_size,
+            "dataset": dataset_name(config), "run_id": run_id}
+
+
+def register_models(config: TrainConfig, run_id: str, k: int, tags: dict[str, Any]) -> dict[str, str]:
+    """Register (or re-point the aliases at) the final and epoch-0 models of run ``run_id``; their URIs."""
+    name = config.registered_name or registered_model_name(config.model.architecture)
+    alias = config.alias or model_alias(k, config.label_source, config.seed)
+    uris = {}
+    for artifact, this_alias, epoch in ((MODEL_ARTIFACT, alias, config.epochs), (EPOCH0_ARTIFACT, f"{alias}-epoch0", 0)):
+        version = ensure_registered(run_id, artifact, name, this_alias, {**tags, "epoch": epoch})
+        uris[artifact] = f"models:/{name}@{this_alias}"
+        uris[f"{artifact}_version"] = str(version.version)
+    return uris
+
+
+class _RunLogger:
+    """Trainer callbacks: per-epoch metrics and checkpoints into the MLflow run."""
+
+    def __init__(self, run: StageRun, log_checkpoints: bool) -> None:
+        self.run = run
+        self.log_checkpoints = log_checkpoints
+        self.logged: set[int] = set()
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.run.log_metrics({key: value for key, value in metrics.items() if key != "epoch"}, step=epoch)
+
+    def on_checkpoint(self, epoch: int, path: Path) -> None:
+        if self.log_checkpoints:
+            self.run.log_artifact(path, "checkpoints")
+            self.logged.add(epoch)
+
+
+def _log_results(run: StageRun, config: TrainConfig, labels: TrainingLabels, result, folder: Path,
+                 logger: _RunLogger) -> dict[str, str]:
+    """Model files, history, class counts, registration; returns the model URIs."""
+    with tempfile.TemporaryDirectory() as scratch:
+        final_file = save_model_file(Path(scratch) / "final.pt", result.model,
+                                     {**result.metadata, "run_id": run.run_id})
+        log_model_file(run, final_file, MODEL_ARTIFACT)
+        epoch0_file = export_model_file(folder / checkpoint_name(0), Path(scratch) / "epoch0.pt")
+        log_model_file(run, epoch0_file, EPOCH0_ARTIFACT)
+    if config.log_checkpoints:
+        for epoch in (0, config.epochs):
+            if epoch not in logger.logged and (folder / checkpoint_name(epoch)).is_file():
+                run.log_artifact(folder / checkpoint_name(epoch), "checkpoints")
+    run.log_table(pd.DataFrame(result.history), "training_history.csv")
+    counts = {"train": labels.class_counts(labels.train_indices).tolist(),
+              "heldout": labels.class_counts(labels.heldout_indices).tolist()}
+    run.log_dict(counts, "class_counts.json")
+    last = result.history[-1]
+    summary = {f"final_{key}": value for key, value in last.items() if key.startswith(("heldout", "train_"))}
+    summary["train_seconds"] = result.seconds
+    run.log_metrics(summary, step=config.epochs)
+    uris: dict[str, str] = {}
+    if config.register:
+        uris = register_models(config, run.run_id, labels.num_classes,
+                               _version_tags(config, labels, config.epochs, run.run_id))
+        run.set_tags({"visreps.model_uri": uris[MODEL_ARTIFACT], "visreps.model_uri_epoch0": uris[EPOCH0_ARTIFACT]})
+    run.log_text(json.dumps(uris, indent=2), "registered_models.json")
+    return uris
+
+
+def _train(config: TrainConfig, labels: TrainingLabels, context: DistContext, run: StageRun | None) -> Trainer:
+    folder = checkpoint_folder(config)
+    logger = _RunLogger(run, config.log_checkpoints) if run is not None else None
+    trainer = Trainer(config, labels, context=context, checkpoint_dir=folder, callbacks=logger)
+    result = trainer.fit()
+    if run is not None:
+        if result.resumed_from is not None:
+            run.set_tags({"visreps.resumed_from": str(result.resumed_from)})
+        _log_results(run, config, labels, result, folder, logger)
+    return trainer
+
+
+def run_train_stage(config: TrainConfig, parent_run_id: str | None = None) -> str:
+    """Train (or re-use) the network of ``config``; returns the MLflow run id. Works under torchrun too."""
+    context = init_distributed(config.device)
+    try:
+        return _run_stage(config, parent_run_id, context)
+    finally:
+        shutdown_distributed(context)
+
+
+def _run_stage(config: TrainConfig, parent_run_id: str | None, context: DistContext) -> str:
+    plan = None
+    if context.is_main:
+        try:
+            plan = _plan(config)
+        except Exception as error:
+            if not context.enabled:
+                raise
+            plan = _Plan(error=f"{type(error).__name__}: {error}")
+            broadcast_object(context, plan)
+            raise
+    plan = broadcast_object(context, plan)
+    if plan.error is not None:
+        raise TrainingError(f"rank 0 could not prepare the run: {plan.error}")
+    if plan.reuse_run_id is not None:
+        if context.is_main and config.register:
+            _reuse(config, plan.reuse_run_id)
+        return plan.reuse_run_id
+    collection = scan_class_folders(dataset_root(config))
+    labels = training_labels(
+        collection, plan.table, table_name=config.labels.table, num_classes=config.labels.num_classes,
+        heldout_fraction=config.dataset.heldout_fraction, split_seed=config.dataset.split_seed,
+        allow_unlabelled=config.labels.allow_unlabelled,
+    )
+    folder = checkpoint_folder(config)
+    if config.force and context.is_main and folder.exists():
+        shutil.rmtree(folder)
+    barrier(context)
+    if not context.is_main:
+        _train(config, labels, context, None)
+        return str(broadcast_object(context, None))
+    tags = {
+        "visreps.dataset": dataset_name(config),
+        "visreps.label_source": config.label_source,
+        "visreps.K": labels.num_classes,
+        "visreps.seed": config.seed,
+        "visreps.architecture": config.model.architecture,
+        "visreps.data_fingerprint": collection_fingerprint(collection, include_sizes=False),
+        "visreps.labels_fingerprint": labels.fingerprint,
+        "visreps.world_size": context.world_size,
+        "visreps.device": str(context.device),
+    }
+    run_name = f"train-{config.model.architecture}-k{labels.num_classes}-{config.label_source}-s{config.seed}"
+    with stage_run(STAGE, config, STAGE_VERSION, tags=tags, run_name=run_name, parent_run_id=parent_run_id) as run:
+        run.log_params({"resolved.K": labels.num_classes, "resolved.image_size": config.image_size,
+                        "resolved.n_train": len(labels.train_indices), "resolved.n_heldout": len(labels.heldout_indices),
+                        "resolved.dataset_root": str(collection.root)})
+        with system_metrics(run.run_id, config.system_metrics):
+            _train(config, labels, context, run)
+    if config.log_checkpoints and folder.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+    broadcast_object(context, run.run_id)
+    return run.run_id
+
+
+def _reuse(config: TrainConfig, run_id: str) -> None:
+    """Make sure a re-used run's models are registered and the aliases point at them."""
+    from visreps.tracking import client
+
+    tags = client().get_run(run_id).data.tags
+    k = int(tags.get("visreps.K", "0"))
+    version_tags = {"K": k, "label_source": config.label_source, "seed": config.seed,
+                    "architecture": config.model.architecture, "image_size": config.image_size,
+                    "dataset": tags.get("visreps.dataset", ""), "run_id": run_id}
+    register_models(config, run_id, k, version_tags)
+    print(f"train: re-using finished run {run_id} (identical configuration)")

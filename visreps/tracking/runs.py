@@ -1,0 +1,254 @@
+"""Stage runs: start one (or continue the run `mlflow run` created), log to it, find an identical finished one.
+
+Every stage run carries the tags ``visreps.stage``, ``visreps.stage_version``, ``visreps.config_hash``,
+``visreps.run_key`` (stage + version + config hash), ``visreps.git_commit``; the resolved configuration whole as
+``config.yaml`` and flattened as params; and ``visreps.complete = true`` only once the stage has finished all
+its work, so an interrupted run never looks finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+from visreps.config import ConfigModel, config_hash, flatten_config, to_yaml
+from visreps.tracking.store import (
+    TrackingError,
+    ensure_tracking_available,
+    experiment_artifact_location,
+    git_commit,
+    tracking_uri,
+)
+
+COMPLETE_TAG = "visreps.complete"
+_PARAM_BATCH = 100
+_METRIC_BATCH = 1000
+_PARAM_VALUE_LIMIT = 6000
+
+
+def client() -> MlflowClient:
+    """An MlflowClient on the configured store (checked to be reachable)."""
+    return MlflowClient(tracking_uri=ensure_tracking_available())
+
+
+def run_key(stage: str, config: ConfigModel, stage_version: int) -> str:
+    """Identity of a stage run's result: equal keys mean a finished run can be reused."""
+    text = f"{stage}:{stage_version}:{config_hash(config)}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def experiment_id(name: str, mlflow_client: MlflowClient | None = None) -> str:
+    """Id of experiment ``name``, created (with the embedded artifact folder) if absent."""
+    mlflow_client = mlflow_client or client()
+    existing = mlflow_client.get_experiment_by_name(name)
+    if existing is not None:
+        if existing.lifecycle_stage == "deleted":
+            mlflow_client.restore_experiment(existing.experiment_id)
+        return existing.experiment_id
+    return mlflow_client.create_experiment(name, artifact_location=experiment_artifact_location(name))
+
+
+@dataclass
+class StageRun:
+    """One MLflow run that a stage logs to; a thin, typed wrapper over the client."""
+
+    run_id: str
+    experiment_id: str
+    mlflow_client: MlflowClient = field(repr=False)
+
+    @property
+    def artifact_uri(self) -> str:
+        return self.mlflow_client.get_run(self.run_id).info.artifact_uri
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        items = [RunTag(str(k), str(v)) for k, v in tags.items()]
+        for start in range(0, len(items), _PARAM_BATCH):
+            self.mlflow_client.log_batch(self.run_id, tags=items[start : start + _PARAM_BATCH])
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        items = [Param(str(k), _param_text(v)) for k, v in params.items()]
+        for start in range(0, len(items), _PARAM_BATCH):
+            self.mlflow_client.log_batch(self.run_id, params=items[start : start + _PARAM_BATCH])
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Log finite numbers; a NaN or inf is an error here, never a silent hole in a curve."""
+        timestamp = _now_ms()
+        items = []
+        for key, value in metrics.items():
+            value = float(value)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError(f"metric {key!r} is not finite ({value}); refusing to log it")
+            items.append(Metric(str(key), value, timestamp, int(step or 0)))
+        for start in range(0, len(items), _METRIC_BATCH):
+            self.mlflow_client.log_batch(self.run_id, metrics=items[start : start + _METRIC_BATCH])
+
+    def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
+        self.mlflow_client.log_artifact(self.run_id, str(local_path), artifact_path)
+
+    def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        self.mlflow_client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.mlflow_client.log_text(self.run_id, text, artifact_file)
+
+    def log_dict(self, data: dict[str, Any], artifact_file: str) -> None:
+        self.mlflow_client.log_dict(self.run_id, data, artifact_file)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        """Log a matplotlib or plotly figure (``.png`` / ``.html`` by the file name)."""
+        self.mlflow_client.log_figure(self.run_id, figure, artifact_file)
+
+    def log_table(self, table: Any, artifact_file: str) -> None:
+        """Log a pandas DataFrame as ``.parquet``, ``.csv`` or ``.json`` (by the file name)."""
+        suffix = Path(artifact_file).suffix
+        with tempfile.TemporaryDirectory() as folder:
+            local = Path(folder) / Path(artifact_file).name
+            if suffix == ".parquet":
+                table.to_parquet(local, index=False)
+            elif suffix == ".csv":
+                table.to_csv(local, index=False)
+            elif suffix == ".json":
+                local.write_text(table.to_json(orient="records"))
+            else:
+                raise ValueError(f"log_table: unsupported table file type {artifact_file!r} (.parquet, .csv, .json)")
+            parent = str(Path(artifact_file).parent)
+            self.log_artifact(local, None if parent == "." else parent)
+
+    def download_artifacts(self, artifact_path: str, destination: str | Path | None = None) -> Path:
+        return download_artifacts(self.run_id, artifact_path, destination)
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def _param_text(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return text if len(text) <= _PARAM_VALUE_LIMIT else text[: _PARAM_VALUE_LIMIT - 3] + "..."
+
+
+def _claim_launcher_run() -> str | None:
+    """The run id `mlflow run` created for this process (taken once, so nested stages get their own runs)."""
+    return os.environ.pop("MLFLOW_RUN_ID", None) or None
+
+
+@contextmanager
+def stage_run(
+    stage: str,
+    config: ConfigModel,
+    stage_version: int = 1,
+    tags: dict[str, Any] | None = None,
+    experiment: str | None = None,
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+) -> Iterator[StageRun]:
+    """Start (or continue) the run of ``stage``; log config, params and tags; close it FINISHED or FAILED.
+
+    The experiment is ``experiment``, else ``config.experiment`` if the config has one, else ``visreps-<stage>``.
+    ``visreps.complete`` is set only when the body returns without error.
+    """
+    mlflow_client = client()
+    experiment_name = experiment or getattr(config, "experiment", None) or f"visreps-{stage}"
+    launcher_run = _claim_launcher_run()
+    all_tags = {
+        "visreps.stage": stage,
+        "visreps.stage_version": stage_version,
+        "visreps.config_hash": config_hash(config),
+        "visreps.run_key": run_key(stage, config, stage_version),
+        "visreps.git_commit": git_commit(),
+        COMPLETE_TAG: "false",
+        **(tags or {}),
+    }
+    if parent_run_id:
+        all_tags["visreps.parent_run_id"] = parent_run_id
+    if launcher_run:
+        run_info = mlflow_client.get_run(launcher_run).info
+        run = StageRun(run_info.run_id, run_info.experiment_id, mlflow_client)
+    else:
+        exp_id = experiment_id(experiment_name, mlflow_client)
+        if parent_run_id and mlflow_client.get_run(parent_run_id).info.experiment_id == exp_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        created = mlflow_client.create_run(exp_id, run_name=run_name, tags={"mlflow.runName": run_name} if run_name else None)
+        run = StageRun(created.info.run_id, exp_id, mlflow_client)
+    run.set_tags(all_tags)
+    run.log_params(flatten_config(config))
+    run.log_text(to_yaml(config), "config.yaml")
+    try:
+        yield run
+    except KeyboardInterrupt:
+        mlflow_client.set_terminated(run.run_id, "KILLED")
+        raise
+    except BaseException as error:
+        run.set_tags({"visreps.error": f"{error.__class__.__name__}: {error}"[:5000]})
+        mlflow_client.set_terminated(run.run_id, "FAILED")
+        raise
+    run.set_tags({COMPLETE_TAG: "true"})
+    mlflow_client.set_terminated(run.run_id, "FINISHED")
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """What a reused run offers downstream stages."""
+
+    run_id: str
+    experiment_id: str
+    artifact_uri: str
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]
+
+
+def find_finished_run(stage: str, config: ConfigModel, stage_version: int = 1) -> FinishedRun | None:
+    """The newest complete, FINISHED run of ``stage`` with an identical result-affecting config, or None."""
+    mlflow_client = client()
+    experiment_ids = [e.experiment_id for e in mlflow_client.search_experiments()]
+    if not experiment_ids:
+        return None
+    key = run_key(stage, config, stage_version)
+    found = mlflow_client.search_runs(
+        experiment_ids,
+        filter_string=(
+            f"tags.`visreps.run_key` = '{key}' and tags.`{COMPLETE_TAG}` = 'true' "
+            "and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return _as_finished(found[0]) if found else None
+
+
+def _as_finished(run: Any) -> FinishedRun:
+    return FinishedRun(
+        run.info.run_id, run.info.experiment_id, run.info.artifact_uri,
+        dict(run.data.tags), dict(run.data.params), dict(run.data.metrics),
+    )
+
+
+def finished_run(run_id: str) -> FinishedRun:
+    """Tags, params and latest metrics of run ``run_id``; TrackingError if it did not finish all its work."""
+    run = client().get_run(run_id)
+    if run.info.status != "FINISHED" or run.data.tags.get(COMPLETE_TAG) != "true":
+        raise TrackingError(f"run {run_id} is {run.info.status} and not marked complete; re-run its stage")
+    return _as_finished(run)
+
+
+def download_artifacts(run_id: str, artifact_path: str, destination: str | Path | None = None) -> Path:
+    """Download ``artifact_path`` of run ``run_id`` (to a temporary folder unless ``destination``); local path."""
+    uri = ensure_tracking_available()
+    local = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=artifact_path,
+        dst_path=str(destination) if destination else None, tracking_uri=uri,
+    )
+    return Path(local)

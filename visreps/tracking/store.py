@@ -1,0 +1,124 @@
+"""Which MLflow tracking store to use, and checking it answers before any long work starts.
+
+Default: an embedded SQLite store ``<home>/mlflow.db`` with artifacts in ``<home>/mlartifacts`` (``home()`` is
+``VISREPS_HOME`` or ``<project>/.visreps``). ``MLFLOW_TRACKING_URI`` selects a real server (``http://...``) or
+another database (``postgresql://...``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import urllib.error
+import urllib.request
+from functools import lru_cache
+from pathlib import Path
+
+from visreps.errors import VisrepsError
+from visreps.paths import PathError, ensure_writable_dir, home, project_root
+
+
+class TrackingError(VisrepsError, RuntimeError):
+    """The tracking store cannot be reached or used; the message says which and how to fix it."""
+
+
+def embedded_paths() -> tuple[Path, Path]:
+    """(SQLite database file, artifact folder) of the embedded store."""
+    base = home()
+    return base / "mlflow.db", base / "mlartifacts"
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else the embedded SQLite store's URI."""
+    configured = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if configured:
+        return configured
+    database, _ = embedded_paths()
+    return f"sqlite:///{database}"
+
+
+def is_embedded(uri: str) -> bool:
+    """True when ``uri`` is the embedded store that visreps manages itself."""
+    database, _ = embedded_paths()
+    return uri == f"sqlite:///{database}"
+
+
+def _check_http_server(uri: str, timeout_s: float) -> None:
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (loopback or configured server)
+            if response.status != 200:
+                raise OSError(f"HTTP {response.status}")
+    except (OSError, urllib.error.URLError) as error:
+        reason = getattr(error, "reason", error)
+        raise TrackingError(
+            f"the MLflow tracking server at {uri} (MLFLOW_TRACKING_URI) is unreachable: {reason}. "
+            "Start it (e.g. `mlflow server --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///mlflow.db`), "
+            "fix the address, or unset MLFLOW_TRACKING_URI to use the embedded store."
+        ) from None
+
+
+@lru_cache(maxsize=8)
+def _initialise_database(uri: str, artifact_root: str | None) -> None:
+    """Create the tables (and the Default experiment with our artifact root) once per process."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    SqlAlchemyStore(uri, artifact_root or str(Path.cwd() / "mlartifacts"))
+
+
+def ensure_tracking_available(timeout_s: float = 10.0) -> str:
+    """Check the tracking store answers (creating the embedded one if needed); return its URI.
+
+    Raises TrackingError naming the URI and the fix. Call at the very start of a stage.
+    """
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        _check_http_server(uri, timeout_s)
+        return uri
+    if uri.startswith("file:") or "://" not in uri:
+        raise TrackingError(
+            f"MLFLOW_TRACKING_URI={uri!r} is a file store, which MLflow 3 refuses; use a server URL "
+            "(http://host:port) or a database URI (sqlite:///path/mlflow.db, postgresql://...)."
+        )
+    artifact_root = None
+    if is_embedded(uri):
+        try:
+            database, artifacts = embedded_paths()
+            ensure_writable_dir(database.parent, "embedded tracking store")
+            artifact_root = str(ensure_writable_dir(artifacts, "embedded artifact store"))
+        except PathError as error:
+            raise TrackingError(str(error)) from None
+    try:
+        _initialise_database(uri, artifact_root)
+    except Exception as error:  # SQLAlchemy/driver errors: name the store, not the stack
+        raise TrackingError(
+            f"cannot open the tracking database {uri}: {error.__class__.__name__}: {str(error).splitlines()[0]}. "
+            "Check that the database server runs and the URI is right, or unset MLFLOW_TRACKING_URI."
+        ) from None
+    return uri
+
+
+def experiment_artifact_location(experiment_name: str) -> str | None:
+    """Artifact folder URI for a new experiment in the embedded store (None: let the server decide)."""
+    if not is_embedded(tracking_uri()):
+        return None
+    _, artifacts = embedded_paths()
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in experiment_name)
+    return (artifacts / safe).as_uri()
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str:
+    """The project's git commit (suffixed ``-dirty`` when the tree has changes), or ``unknown``."""
+    try:
+        root = project_root()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError, VisrepsError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
