@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
-from visreps.config import ConfigModel, load_config, to_yaml
+from visreps.config import ConfigError, ConfigModel, load_config, to_yaml
 from visreps.errors import VisrepsError
 from visreps.stages.common import add_config_arguments, stage_config
 from visreps.tracking import ensure_tracking_available, finished_run, stage_run
@@ -85,8 +85,12 @@ class PipelineError(VisrepsError, ValueError):
     """The pipeline's grid or a child stage's configuration is inconsistent."""
 
 
-def child_config(schema: type[ConfigModel], stage: str, section: StageSection, extra: list[str]) -> ConfigModel:
-    """Resolve a child stage's config: its defaults, ``section.config``, ``section.overrides``, then ``extra``."""
+def child_config(schema: type[ConfigModel], stage: str, section: StageSection, extra: list[str],
+                 where: str) -> ConfigModel:
+    """Resolve a child stage's config: its defaults, ``section.config``, ``section.overrides``, then ``extra``.
+
+    Errors name the pipeline section they come from (``where``, e.g. ``label_sources.pca_pixels``).
+    """
     from visreps.paths import project_root
 
     config_file = None
@@ -94,7 +98,10 @@ def child_config(schema: type[ConfigModel], stage: str, section: StageSection, e
         config_file = Path(section.config).expanduser()
         if not config_file.is_absolute():
             config_file = project_root() / config_file
-    return load_config(schema, stage, config_file=config_file, overrides=[*section.overrides, *extra])
+    try:
+        return load_config(schema, stage, config_file=config_file, overrides=[*section.overrides, *extra])
+    except ConfigError as error:
+        raise ConfigError(f"pipeline section {where} ({stage} stage): {error}") from None
 
 
 @dataclass
@@ -129,7 +136,7 @@ def plan(config: PipelineConfig) -> list[Job]:
         raise PipelineError(f"label source {config.fine_model_source!r} needs the fine-label network: add "
                             "'train_fine' to steps or drop fine_model_source")
     common = [f"experiment={config.experiment}"]
-    demo = child_config(DemoDataStageConfig, "demo_data", config.demo_data, common)
+    demo = child_config(DemoDataStageConfig, "demo_data", config.demo_data, common, "demo_data")
     images = default_demo_root(demo) / "train_images"
     common.append(f"dataset.root={images}")
     jobs = [Job("demo_data", demo)]
@@ -137,7 +144,7 @@ def plan(config: PipelineConfig) -> list[Job]:
     def train_job(label_source: str, k: int | None, seed: int, table: str) -> Job:
         extra = [f"labels.table={table}", f"labels.source_name={label_source}", f"seed={seed}",
                  f"labels.num_classes={'null' if k is None else k}"]
-        return Job("train", child_config(TrainConfig, "train", config.train, common + extra), label_source, k, seed)
+        return Job("train", child_config(TrainConfig, "train", config.train, common + extra, "train"), label_source, k, seed)
 
     if "train_fine" in steps:
         jobs += [train_job("fine", None, seed, "fine") for seed in config.seeds]
@@ -145,7 +152,8 @@ def plan(config: PipelineConfig) -> list[Job]:
         for name, section in config.label_sources.items():
             takes_fine_model = name == config.fine_model_source
             labels = child_config(LabelsConfig, "labels", section,
-                                  common + ([f"source.name={FINE_MODEL}"] if takes_fine_model else []))
+                                  common + ([f"source.name={FINE_MODEL}"] if takes_fine_model else []),
+                                  f"label_sources.{name}")
             if takes_fine_model and labels.source.kind != "model":
                 raise PipelineError(f"label source {name!r} takes the fine-label network: it needs source.kind=model")
             missing = [k for k in config.ks if k not in labels.ks]
@@ -165,8 +173,8 @@ def run_pipeline(config: PipelineConfig) -> str:
     from visreps.stages.labels import run_labels_stage
     from visreps.stages.train import run_train_stage
 
-    ensure_tracking_available()
     jobs = plan(config)
+    ensure_tracking_available()
     started = time.monotonic()
     rows: list[dict[str, Any]] = []
     fine_model_uri = ""

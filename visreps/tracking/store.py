@@ -7,6 +7,7 @@ another database (``postgresql://...``).
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import urllib.error
@@ -63,6 +64,9 @@ def _initialise_database(uri: str, artifact_root: str | None) -> None:
     """Create the tables (and the Default experiment with our artifact root) once per process."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
+    # MLflow announces table creation and migrations at INFO on stderr; stage output stays ours
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     SqlAlchemyStore(uri, artifact_root or str(Path.cwd() / "mlartifacts"))
 
 

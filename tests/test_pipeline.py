@@ -1,0 +1,105 @@
+"""The pipeline: its plan (every child configuration resolved up front) and a small end-to-end run that chains
+demo data → fine training → labels from pixels and from the fine network → coarse training, then re-uses it all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from visreps.config import ConfigError, load_config
+from visreps.data.demo import default_demo_root
+from visreps.paths import project_root
+from visreps.stages.pipeline import LABELS_RUN, PipelineConfig, PipelineError, plan, run_pipeline
+from visreps.tracking import client, download_artifacts, finished_run
+from visreps.training import TrainConfig
+
+
+def test_default_plan_is_the_documented_demo_grid() -> None:
+    config = load_config(PipelineConfig, "pipeline")
+    jobs = plan(config)
+    steps = [(job.step, job.label_source, job.k) for job in jobs]
+    assert steps[:3] == [("demo_data", "", None), ("train", "fine", None), ("labels", "pca_pixels", None)]
+    for source in ("pca_pixels", "pca_demo_fine"):
+        assert [k for step, name, k in steps if step == "train" and name == source] == [2, 4, 8, 16, 32]
+    assert len(jobs) == 1 + 1 + 2 * (1 + 5)
+    images = default_demo_root(jobs[0].config) / "train_images"
+    # every training job is configs/train/demo.yaml on top of the train defaults, plus only its own keys
+    expected = load_config(TrainConfig, "train", config_file=project_root() / "configs/train/demo.yaml", overrides=[
+        "experiment=visreps-pipeline", f"dataset.root={images}", "labels.source_name=pca_pixels", "seed=1",
+        f"labels.table=runs:/{LABELS_RUN}/label_tables/k8.parquet", "labels.num_classes=8"])
+    k8 = next(job for job in jobs if job.step == "train" and job.label_source == "pca_pixels" and job.k == 8)
+    assert k8.config == expected
+    fine_source = next(job for job in jobs if job.step == "labels" and job.label_source == "pca_demo_fine")
+    assert fine_source.config.source.kind == "model" and fine_source.config.dataset.root == str(images)
+
+
+@pytest.mark.parametrize(("overrides", "error", "fragment"), [
+    (["label_sources.pca_pixels.overrides=[ks=[2,4]]"], PipelineError, "K=[8, 16, 32]"),
+    (["steps=[demo_data,labels]"], PipelineError, "train_fine"),
+    (["label_sources.pca_pixels.overrides=[source.kinds=pixels]"], ConfigError, "source.kinds"),
+    (["train.config=configs/train/nowhere.yaml"], ConfigError, "nowhere.yaml"),
+])
+def test_inconsistent_grid_fails_in_the_plan(overrides: list[str], error: type, fragment: str) -> None:
+    with pytest.raises(error) as caught:
+        plan(load_config(PipelineConfig, "pipeline", overrides=overrides))
+    assert fragment in str(caught.value)
+
+
+SMALL_PIPELINE = """
+experiment: visreps-pipeline-tests
+demo_data:
+  overrides: [n_train_images=256, image_size=32, n_subjects=1, n_train_stimuli_per_subject=16, n_test_stimuli=16,
+              n_voxels=4, n_images_per_concept=1, behaviour_dims=3]
+train:
+  overrides: [epochs=1, model.image_size=32, batch_size=64, device=cpu, progress=false]
+label_sources:
+  pca_pixels:
+    overrides: ["ks=[2,4]", compute.num_workers=0, compute.progress=false, n_pole_images=2]
+  pca_demo_fine:
+    overrides: ["ks=[2,4]", compute.num_workers=0, compute.progress=false, compute.device=cpu, n_pole_images=2]
+ks: [2, 4]
+"""
+
+
+def _small_pipeline(tmp_path: Path) -> PipelineConfig:
+    """An experiment file holding only the differences from configs/pipeline/default.yaml."""
+    experiment = tmp_path / "small_pipeline.yaml"
+    experiment.write_text(SMALL_PIPELINE)
+    return load_config(PipelineConfig, "pipeline", config_file=experiment)
+
+
+@pytest.mark.slow
+def test_small_pipeline_end_to_end_and_rerun_reuses_everything(tmp_path: Path) -> None:
+    config = _small_pipeline(tmp_path)
+    first = run_pipeline(config)
+    summary = pd.read_csv(download_artifacts(first, "summary.csv"))
+    assert list(summary.step) == ["demo_data", "train", "labels", "train", "train", "labels", "train", "train"]
+    trained = summary[summary.step == "train"]
+    assert list(trained.label_source) == ["fine", "pca_pixels", "pca_pixels", "pca_demo_fine", "pca_demo_fine"]
+    assert list(trained.K) == [64, 2, 4, 2, 4]
+    assert trained.heldout_accuracy.between(0, 1).all()
+
+    pipeline = finished_run(first)
+    assert pipeline.metrics["n_child_runs"] == 8
+    assert "heldout_accuracy.pca_pixels.k4.s1" in pipeline.metrics
+    figures = {item.path for item in client().list_artifacts(first, "figures")}
+    assert figures == {"figures/heldout_accuracy_vs_k.png"}
+    for run_id in summary.run_id:
+        assert finished_run(run_id).tags["visreps.parent_run_id"] == first
+
+    # the fine-label network defined the second label source, and the coarse runs used those tables
+    fine_run = finished_run(trained.run_id.iloc[0])
+    labels_from_model = finished_run(summary.run_id.iloc[5])
+    assert labels_from_model.params["source.name"] == fine_run.tags["visreps.model_uri"]
+    coarse = finished_run(trained.run_id.iloc[3])
+    assert coarse.params["labels.table"] == f"runs:/{labels_from_model.run_id}/label_tables/k2.parquet"
+    assert coarse.tags["visreps.K"] == "2" and coarse.tags["visreps.label_source"] == "pca_demo_fine"
+    versions = client().get_model_version_by_alias("visreps-custom_cnn_small", "k4-pca_pixels-s1")
+    assert versions.run_id == trained.run_id.iloc[2]
+
+    second = run_pipeline(config)
+    assert second != first
+    again = pd.read_csv(download_artifacts(second, "summary.csv"))
+    assert list(again.run_id) == list(summary.run_id), "identical child configurations must be re-used"
