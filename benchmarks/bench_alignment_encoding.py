@@ -6,7 +6,12 @@ cv=5 on data z-scored with training statistics, backends "numpy" and "torch"). P
 and the test mean Pearson r of each, and the largest per-target r difference to visreps.
 
   python benchmarks/bench_alignment_encoding.py [--targets 2000] [--cases visreps himalaya-numpy himalaya-torch]
-      [--train 8000] [--features 4096] [--test 1000]
+      [--train 8000] [--features 4096] [--test 1000] [--reference-targets N1 N2]
+
+With ``--reference-targets N1 N2`` (N1 < N2 < targets) himalaya is run on the first N1 and the first N2 targets
+only (it is slow at 15,000 targets: all 20 alphas' coefficients at once) and its time and peak memory are
+extrapolated linearly in the number of targets (a + b·T through the two measurements); its per-target r are
+compared with visreps on the first N2 targets. The table marks extrapolated figures.
 """
 
 from __future__ import annotations
@@ -49,6 +54,9 @@ def child(args: argparse.Namespace) -> None:
     from visreps.alignment.encoding import DEFAULT_ALPHAS
 
     data = {name: np.load(f"{args.inputs}/{name}.npy") for name in ("x_train", "x_test", "y_train", "y_test")}
+    if args.target_limit:
+        for name in ("y_train", "y_test"):
+            data[name] = np.ascontiguousarray(data[name][:, :args.target_limit])
     baseline = current_rss_mb()
     started = time.perf_counter()
     if args.case == "visreps":
@@ -75,36 +83,68 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--features", type=int, default=4096)
     parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
+    parser.add_argument("--reference-targets", type=int, nargs=2, metavar=("N1", "N2"))
     parser.add_argument("--case", choices=CASES)
+    parser.add_argument("--target-limit", type=int)
     parser.add_argument("--inputs")
     parser.add_argument("--save")
     args = parser.parse_args()
     if args.case:
         child(args)
         return
-    results, per_target = {}, {}
+    results, per_target, extrapolated = {}, {}, False
     with tempfile.TemporaryDirectory() as folder:
         make_data(folder, args.train, args.test, args.features, args.targets)
         for case in args.cases:
-            results[case] = run_case(__file__, case, "--inputs", folder, "--save", f"{folder}/{case}.npy")
+            if case == "visreps" or not args.reference_targets:
+                results[case] = run_case(__file__, case, "--inputs", folder, "--save", f"{folder}/{case}.npy")
+            else:
+                results[case] = extrapolate(case, folder, args.reference_targets, args.targets)
+                extrapolated = True
             per_target[case] = np.load(f"{folder}/{case}.npy")
             print(f"  {case}: {results[case]['seconds']:.1f} s", flush=True)
     print(f"Encoding, {args.train} × {args.features} train, {args.test} test, {args.targets} targets; {machine_line()}")
+    if extrapolated:
+        n1, n2 = args.reference_targets
+        print(f"himalaya measured at {n1:,} and {n2:,} targets, time and memory extrapolated linearly to "
+              f"{args.targets:,} (marked *); r compared on the first {n2:,} targets")
     rows = []
     for case, figures in results.items():
-        delta = "" if "visreps" not in per_target else f"{np.abs(per_target[case] - per_target['visreps']).max():.1e}"
-        rows.append([case, f"{figures['seconds']:.1f}", f"{figures['peak_mb']:.0f}",
-                     f"{figures['peak_mb'] - figures['baseline_mb']:.0f}", f"{figures['mean_r']:.6f}", delta])
+        delta = ""
+        if "visreps" in per_target:
+            shared = min(per_target[case].size, per_target["visreps"].size)
+            delta = f"{np.abs(per_target[case][:shared] - per_target['visreps'][:shared]).max():.1e}"
+        star = "*" if figures.get("extrapolated") else ""
+        rows.append([case, f"{figures['seconds']:.1f}{star}", f"{figures['peak_mb']:.0f}{star}",
+                     f"{figures['peak_mb'] - figures['baseline_mb']:.0f}{star}",
+                     f"{figures['mean_r']:.6f}" + (f" (first {per_target[case].size:,})" if star else ""), delta])
     print(table(rows, ["case", "seconds", "peak RSS MB", "peak − baseline MB", "test mean r",
                        "max |Δr| per target vs visreps"]))
     if "visreps" in results:
         for case in results:
             if case != "visreps":
                 ours, theirs = results["visreps"], results[case]
+                shared = per_target[case].size
+                mean_delta = abs(per_target[case].mean() - per_target["visreps"][:shared].mean())
                 print(f"visreps vs {case}: {theirs['seconds'] / ours['seconds']:.1f}× faster, "
                       f"peak memory above baseline {ours['peak_mb'] - ours['baseline_mb']:.0f}"
                       f" vs {theirs['peak_mb'] - theirs['baseline_mb']:.0f} MB, "
-                      f"|Δ mean r| = {abs(results[case]['mean_r'] - results['visreps']['mean_r']):.1e}")
+                      f"|Δ mean r| = {mean_delta:.1e} (over {shared:,} targets)")
+
+
+def extrapolate(case: str, folder: str, reference_targets: list[int], targets: int) -> dict:
+    """Run ``case`` on the first N1 and N2 targets; extrapolate seconds and memory linearly to ``targets``."""
+    (n1, n2), measured = reference_targets, []
+    for n in (n1, n2):
+        measured.append(run_case(__file__, case, "--inputs", folder, "--save", f"{folder}/{case}.npy",
+                                 "--target-limit", str(n)))
+        print(f"  {case} at {n:,} targets: {measured[-1]['seconds']:.1f} s, {measured[-1]['peak_mb']:.0f} MB peak",
+              flush=True)
+    out = dict(measured[1], extrapolated=True, measured=measured)
+    for key in ("seconds", "peak_mb"):
+        slope = (measured[1][key] - measured[0][key]) / (n2 - n1)
+        out[key] = measured[1][key] + slope * (targets - n2)
+    return out
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def test_default_plan_is_the_documented_demo_grid() -> None:
 
 
 @pytest.mark.parametrize(("overrides", "error", "fragment"), [
-    (["label_sources.pca_pixels.overrides=[ks=[2,4]]"], PipelineError, "K=[8, 16, 32]"),
+    (['label_sources.pca_pixels.overrides=["ks=[2,4]"]'], PipelineError, "K=[8, 16, 32]"),
     (["steps=[demo_data,labels]"], PipelineError, "train_fine"),
     (["label_sources.pca_pixels.overrides=[source.kinds=pixels]"], ConfigError, "source.kinds"),
     (["train.config=configs/train/nowhere.yaml"], ConfigError, "nowhere.yaml"),
@@ -92,7 +92,7 @@ def test_small_pipeline_end_to_end_and_rerun_reuses_everything(tmp_path: Path) -
     # the fine-label network defined the second label source, and the coarse runs used those tables
     fine_run = finished_run(trained.run_id.iloc[0])
     labels_from_model = finished_run(summary.run_id.iloc[5])
-    assert labels_from_model.params["source.name"] == fine_run.tags["visreps.model_uri"]
+    assert labels_from_model.params["source.name"] == f"runs:/{fine_run.run_id}/model"
     coarse = finished_run(trained.run_id.iloc[3])
     assert coarse.params["labels.table"] == f"runs:/{labels_from_model.run_id}/label_tables/k2.parquet"
     assert coarse.tags["visreps.K"] == "2" and coarse.tags["visreps.label_source"] == "pca_demo_fine"

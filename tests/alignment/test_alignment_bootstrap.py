@@ -20,7 +20,11 @@ from visreps.alignment import (
     rsa_resample_scores,
 )
 from visreps.alignment import _rank_kernels
-from visreps.alignment.reference_loops import encoding_resample_scores_loop, rsa_resample_scores_loop
+from visreps.alignment.reference_loops import (
+    _resampled_upper,
+    encoding_resample_scores_loop,
+    rsa_resample_scores_loop,
+)
 
 BACKENDS = ["torch", "loop"] + (["numba"] if _rank_kernels.HAVE_NUMBA else [])
 
@@ -75,6 +79,34 @@ def test_loop_reference_is_plain_scipy(rdms):
     assert got == pytest.approx(expected, abs=1e-14)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_with_replacement_duplicates_count_twice_and_self_pairs_are_dropped(backend):
+    """Hand case: stimulus 0 drawn twice, 3 not drawn. Pairs (0, j) appear twice, the (0, 0) self-pair
+    (a zero distance, not data) never; scores equal SciPy on exactly that hand-built vector."""
+    rng = np.random.default_rng(8)
+    model, neural = squareform(rng.random(15)), squareform(np.round(rng.random(15), 1))  # 6 stimuli, ties
+    counts = np.array([[2, 1, 1, 0, 1, 1]])
+    pairs = [(0, 1), (0, 1), (0, 2), (0, 2), (0, 4), (0, 4), (0, 5), (0, 5), (1, 2), (1, 4), (1, 5), (2, 4),
+             (2, 5), (4, 5)]
+    hand_model = np.array([model[i, j] for i, j in pairs])
+    hand_neural = np.array([neural[i, j] for i, j in pairs])
+    indices = np.repeat(np.arange(6), counts[0])
+    np.testing.assert_array_equal(np.sort(_resampled_upper(model, indices)), np.sort(hand_model))
+    expected = {"spearman": scipy.stats.spearmanr(hand_model, hand_neural).statistic,
+                "pearson": scipy.stats.pearsonr(hand_model, hand_neural).statistic,
+                "kendall": brute_force_tau_a(hand_model, hand_neural)}
+    for method, value in expected.items():
+        if method == "kendall" and backend == "torch":
+            continue
+        got = rsa_resample_scores([model], neural, counts, method=method, backend=backend)[0, 0]
+        assert got == pytest.approx(value, abs=1e-12), method
+
+
+def brute_force_tau_a(x: np.ndarray, y: np.ndarray) -> float:
+    signs = np.sign(x[:, None] - x[None, :]) * np.sign(y[:, None] - y[None, :])
+    return float(signs[np.triu_indices(x.size, 1)].sum() / (x.size * (x.size - 1) / 2))
+
+
 def test_bootstrap_rsa_result(rdms):
     result = bootstrap_rsa(rdms["model"], rdms["neural"], n_iterations=200, seed=3)
     full = scipy.stats.spearmanr(squareform(rdms["model"], checks=False),
@@ -114,6 +146,11 @@ def test_encoding_bootstrap_equals_loop(replace):
     per_target = [scipy.stats.pearsonr(predictions[:, t], responses[:, t]).statistic for t in range(300)]
     np.testing.assert_allclose(result.extras["per_target_r"], per_target, atol=1e-12)
     assert result.estimate == pytest.approx(np.mean(per_target), abs=1e-12)
+    weaker = bootstrap_encoding(predictions + 2 * rng.standard_normal(predictions.shape), responses,
+                                n_iterations=50, replace=replace, seed=9)
+    paired = paired_difference(result, weaker)
+    np.testing.assert_allclose(paired.distribution, result.distribution - weaker.distribution)
+    assert paired.difference > 0 and paired.ci_low > 0 and paired.p_value == pytest.approx(2 / 51)
 
 
 def test_encoding_bootstrap_bad_input():

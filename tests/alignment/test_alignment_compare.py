@@ -77,6 +77,8 @@ def test_hand_computed_values():
     x, y = np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 3.0, 2.0, 2.0])
     # pairs: (12)+ (13)+ (14)+ (23)- (24)- (34)0 -> (3 - 2) / 6
     assert kendall_tau_a_vectors(x, y) == pytest.approx(1 / 6)
+    # tau-a, not SciPy's default tau-b (which divides by sqrt(6 * 5) because y has one tied pair)
+    assert scipy.stats.kendalltau(x, y).statistic == pytest.approx(1 / np.sqrt(30))
     assert compare_vectors(x, y, "spearman") == pytest.approx(np.corrcoef([1, 2, 3, 4], [1, 4, 2.5, 2.5])[0, 1])
     assert compare_vectors(x, 2 * x + 1, "pearson") == pytest.approx(1.0)
 

@@ -43,7 +43,7 @@ def himalaya_fit(x, y, backend="numpy"):
         set_backend("numpy")
 
 
-@pytest.mark.parametrize("shape", [(150, 25, 12), (45, 90, 10)], ids=["primal", "dual"])
+@pytest.mark.parametrize("shape", [(150, 25, 12), (45, 90, 10), (100, 90, 6)], ids=["primal", "dual", "mixed"])
 def test_matches_himalaya_ridgecv_float64(shape):
     x, y = make_data(*shape)
     fit = fit_ridge_cv(x, y, dtype=torch.float64)
@@ -99,6 +99,18 @@ def test_target_batches_and_fold_shuffling_are_consistent():
     np.testing.assert_allclose(whole.weights.numpy(), batched.weights.numpy(), atol=1e-12)
     shuffled = fit_ridge_cv(x, y, dtype=torch.float64, shuffle_seed=0)
     assert shuffled.cv_scores.shape == (11,)
+
+
+def test_zscoring_in_column_blocks_equals_numpy(monkeypatch):
+    from visreps.alignment import encoding
+
+    x, _ = make_data(70, 23, 1, seed=6)
+    monkeypatch.setattr(encoding, "STANDARDIZE_CHUNK_BYTES", 70 * 8 * 4)  # 4 columns per block
+    standardizer = encoding.Standardizer.fit(torch.from_numpy(x))
+    np.testing.assert_allclose(standardizer.apply(torch.from_numpy(x), torch.float64).numpy(), zscore(x),
+                               atol=1e-12)
+    np.testing.assert_allclose(standardizer.apply(torch.from_numpy(x[:5, 6:17]), torch.float64,
+                                                  slice(6, 17)).numpy(), zscore(x)[:5, 6:17], atol=1e-12)
 
 
 def test_prediction_uses_fit_statistics_only():

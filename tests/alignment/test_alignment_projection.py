@@ -10,6 +10,7 @@ import torch
 from sklearn.random_projection import SparseRandomProjection
 
 from visreps.alignment import AlignmentInputError, project_features, sparse_random_projection
+from visreps.alignment import _projection_kernel
 from visreps.alignment import projection as projection_module
 
 
@@ -32,6 +33,7 @@ def test_same_seed_same_matrix_on_any_machine():
     assert matrix.values().numel() == 4508
     assert fingerprint(matrix) == "e90fdef0c842227ede48e398b774881d0025ec0c6bd7c77f0b39aaf1b786d012"
     assert fingerprint(sparse_random_projection(5000, 64, seed=124).matrix) != fingerprint(matrix)
+    assert sparse_random_projection(5000, 64, seed=123).density == pytest.approx(1 / np.sqrt(5000))
 
 
 def test_generation_chunk_does_not_change_the_matrix(monkeypatch):
@@ -69,13 +71,19 @@ def test_projection_is_the_sparse_product_and_preserves_norms():
     assert projection.describe()["projection_nonzeros"] == projection.matrix.values().numel()
 
 
-def test_projection_bad_input():
-    projection = sparse_random_projection(300, 16, seed=0)
-    with pytest.raises(AlignmentInputError, match="expects stimuli × 300"):
-        projection.project(np.ones((4, 299)))
-    x = np.ones((4, 300))
-    x[2, 7] = np.nan
-    with pytest.raises(AlignmentInputError, match="non-finite"):
-        projection.project(x)
-    with pytest.raises(AlignmentInputError, match="density"):
-        sparse_random_projection(300, 16, density=0.0)
+@pytest.mark.parametrize("kernel", ["numba", "scipy", "torch"])
+def test_cpu_kernels_agree_with_the_dense_product(monkeypatch, kernel):
+    if kernel == "numba" and not _projection_kernel.HAVE_NUMBA:
+        pytest.skip("numba is not installed")
+    x = np.random.default_rng(2).standard_normal((37, 3000)).astype(np.float32)
+    x[x < 0.3] = 0.0  # ReLU-like zeros are skipped by the numba kernel
+    projection = sparse_random_projection(3000, 256, seed=5)
+    expected = x @ projection.matrix.to_dense().numpy().T
+    monkeypatch.setattr(projection_module, "CPU_KERNEL", kernel)
+    torch.set_num_threads(2)  # two worker threads for scipy (restored by the conftest fixture)
+    for data in (x, torch.from_numpy(x)):
+        np.testing.assert_allclose(projection.project(data, batch_rows=5).numpy(), expected, rtol=1e-5, atol=1e-4)
+    bad = x.copy()
+    bad[21, 7] = np.inf
+    with pytest.raises(AlignmentInputError, match="non-finite.*stimuli 20..24"):
+        projection.project(bad, batch_rows=5)

@@ -7,6 +7,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from rsatoolbox.data import Dataset
+from rsatoolbox.rdm import calc_rdm
 from scipy.spatial.distance import pdist, squareform
 
 from visreps.alignment import (
@@ -32,6 +34,11 @@ def test_pearson_rdm_equals_scipy_correlation_distance(activations, chunk):
     assert rdm.dtype == torch.float64
     np.testing.assert_allclose(rdm.numpy(), squareform(pdist(activations, "correlation")), atol=1e-12)
     assert torch.all(rdm.diagonal() == 0)
+
+
+def test_pearson_rdm_equals_rsatoolbox_correlation_rdm(activations):
+    reference = calc_rdm(Dataset(activations), method="correlation").get_matrices()[0]
+    np.testing.assert_allclose(rdm_pearson(activations, chunk_columns=11).numpy(), reference, atol=1e-12)
 
 
 @pytest.mark.parametrize("chunk", [None, 5])

@@ -80,3 +80,20 @@ def test_score_bad_input_exits_2_with_one_clear_line(tmp_path, capsys):
     (tmp_path / "bad.npz").write_text("not a zip")
     assert run_score({**paths, "test.npz": tmp_path / "bad.npz"}, "--analysis", "rsa") == 2
     assert "not a readable .npz" in capsys.readouterr().err
+
+
+def test_visreps_cli_runs_score(tmp_path, capsys):
+    from visreps import cli
+
+    paths = write_inputs(tmp_path)
+    output = tmp_path / "cli.json"
+    argv = ["score", "--analysis", "rsa", "--train-features", str(paths["train.npz"]),
+            "--test-features", str(paths["test.npz"]), "--train-responses", str(paths["train.npy"]),
+            "--test-responses", str(paths["test.npy"]), "--n-bootstrap", "20", "--output", str(output)]
+    assert cli.main(argv) == 0
+    result = json.loads(output.read_text())
+    assert {"selected_layer", "selection_scores", "score", "ci_low", "ci_high", "n_bootstrap",
+            "analysis"} <= set(result) and "noise_ceiling" not in result
+    np.save(paths["test.npy"], np.load(paths["test.npy"])[:, :7])
+    assert cli.main(argv) == 2
+    assert "--train-responses has 10 units but --test-responses 7" in capsys.readouterr().err

@@ -3,6 +3,7 @@ resumed after a kill, trained on a label table from a labels run; bad input fail
 
 from __future__ import annotations
 
+from importlib.metadata import version as version_of
 from pathlib import Path
 
 import pandas as pd
@@ -62,14 +63,52 @@ def test_run_holds_curves_checkpoints_and_tags(store: MlflowClient, fine_run: st
     assert len(store.get_metric_history(fine_run, "lr")) == 2
     names = {item.path for folder in ("", "model", "model_epoch0", "checkpoints")
              for item in store.list_artifacts(fine_run, folder or None)}
+    names |= {item.path for item in store.list_artifacts(fine_run, "mlflow_model")}
     assert {"model/model.pt", "model/metadata.json", "model_epoch0/model.pt", "checkpoints/epoch_000.pt",
+            "mlflow_model/MLmodel", "mlflow_model/requirements.txt",
             "checkpoints/epoch_001.pt", "checkpoints/epoch_002.pt", "training_history.csv"} <= names
     assert run.data.params["epochs"] == "2" and run.data.params["resolved.K"] == "4"
 
 
+def test_final_model_is_also_an_mlflow_pytorch_model(store: MlflowClient, fine_run: str, tmp_path: Path) -> None:
+    """mlflow_model/ is a pytorch-flavour model (pickle format) that reloads as the real module: same outputs,
+    and forward hooks fire (a torch.export graph would not run them)."""
+    import mlflow.pytorch
+
+    from visreps.tracking.models import load_pytorch_flavour
+
+    uri = f"runs:/{fine_run}/mlflow_model"
+    assert store.get_run(fine_run).data.tags["visreps.mlflow_model_uri"] == uri
+    version = store.get_model_version_by_alias("visreps-custom_cnn_small", "k4-fine-s1")
+    assert version.tags["mlflow_model"] == uri and version.source == f"runs:/{fine_run}/model"
+    local = store.download_artifacts(fine_run, "mlflow_model", str(tmp_path))
+    mlmodel = (Path(local) / "MLmodel").read_text()
+    assert "pytorch:" in mlmodel and "architecture: custom_cnn_small" in mlmodel
+    requirements = (Path(local) / "requirements.txt").read_text()
+    assert f"torch=={version_of('torch')}" in requirements
+    plain = mlflow.pytorch.load_model(local, map_location="cpu")  # MLflow alone, from the downloaded folder
+    fetched = load_pytorch_flavour(uri)  # through the configured store
+    reference = load("models:/visreps-custom_cnn_small@k4-fine-s1").model
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = reference(images)
+        for module in (plain, fetched):
+            assert type(module) is type(reference) and not module.training
+            torch.testing.assert_close(module(images), expected, rtol=0, atol=0)
+    with FeatureExtractor(fetched, ["conv1_pre", "fc2_post"]) as a, FeatureExtractor(reference, ["conv1_pre", "fc2_post"]) as b:
+        ours, theirs = a(images), b(images)
+    assert (ours["conv1_pre"] < 0).any()
+    for point in ours:
+        torch.testing.assert_close(ours[point], theirs[point], rtol=0, atol=0)
+    from visreps.models import ModelError
+
+    with pytest.raises(ModelError, match="no MLmodel file"):
+        load_pytorch_flavour(f"runs:/{fine_run}/model")
+
+
 def test_identical_config_is_reused_and_force_trains_again(store: MlflowClient, fine_run: str, tiny_tree: Path) -> None:
     assert train_stage.run_train_stage(tiny_config(tiny_tree, num_workers=3, progress=True)) == fine_run
-    forced = train_stage.run_train_stage(tiny_config(tiny_tree, force=True, epochs=1)) 
+    forced = train_stage.run_train_stage(tiny_config(tiny_tree, force=True, epochs=1))
     assert forced != fine_run
 
 

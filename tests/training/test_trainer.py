@@ -126,3 +126,41 @@ def test_bf16_autocast_runs_on_cpu_and_fp16_needs_cuda(tiny_tree: Path) -> None:
     assert Trainer(tiny_config(tiny_tree, amp="auto"), _labels(tiny_tree)).amp_dtype is None  # fp32 on CPU
     with pytest.raises(TrainingError, match="fp16 needs a CUDA device"):
         Trainer(tiny_config(tiny_tree, amp="fp16"), _labels(tiny_tree))
+
+
+def test_recipe_pieces_are_in_use(tiny_tree: Path, monkeypatch) -> None:
+    """Label smoothing in the loss, AdamW without decay on biases/BN, gradient norms clipped to grad_clip."""
+    trainer = Trainer(tiny_config(tiny_tree, epochs=1, lr=0.5, deterministic=False), _labels(tiny_tree))
+    assert trainer.criterion.label_smoothing == pytest.approx(0.1)
+    assert isinstance(trainer.optimiser, torch.optim.AdamW)
+    decay, no_decay = trainer.optimiser.param_groups
+    assert decay["weight_decay"] == pytest.approx(1e-3) and no_decay["weight_decay"] == 0.0
+    assert id(trainer.network.conv2.conv.bias) in {id(p) for p in no_decay["params"]}
+    assert trainer.optimiser.param_groups[0]["lr"] == pytest.approx(0.5 * 0.25)  # warm-up starts at 0.25 lr
+    norms: list[tuple[float, float]] = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def recording_clip(parameters, max_norm, *args, **kwargs):
+        parameters = list(parameters)
+        before = clip(parameters, max_norm, *args, **kwargs)
+        after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in parameters])).item()
+        norms.append((float(before), after))
+        return before
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording_clip)
+    trainer.fit(resume=False)
+    assert len(norms) == len(trainer.train_stream) == 4  # 128 training images in batches of 32
+    assert all(after <= 1.0 + 1e-4 for _, after in norms)
+    assert any(before > 1.0 for before, _ in norms)  # clipping had something to do
+
+
+def test_timm_architecture_trains_and_reloads_with_its_points(tiny_tree: Path, tmp_path: Path) -> None:
+    config = tiny_config(tiny_tree, epochs=1, deterministic=False, model__architecture="timm:test_resnet")
+    result = Trainer(config, _labels(tiny_tree), checkpoint_dir=tmp_path).fit()
+    assert result.metadata["architecture"] == "timm:test_resnet" and result.metadata["num_classes"] == 4
+    loaded = load(tmp_path / "epoch_001.pt")
+    assert loaded.points == ["act1", "layer1", "layer2", "layer3", "layer4", "pre_logits", "logits"]
+    images = torch.randn(2, 3, 32, 32)
+    result.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(images), result.model(images))

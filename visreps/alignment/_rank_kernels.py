@@ -4,9 +4,11 @@ A resample is a vector of stimulus counts c (0/1 without replacement, 0..k with 
 (i, j), i < j, of the upper triangle then appears w = c_i·c_j times in the resampled comparison (self-pairs
 of a duplicated stimulus are left out: they are zero distances, not data). Every RDM is sorted once; per
 resample one sequential pass over the sorted entries yields the weighted average ranks (ties, including the
-w copies of one entry, share their mean rank), so a resample costs O(m) instead of a sort. Ranks are
-doubled (2·rank is an integer), sums are taken in float64 over exact integer products, so the results equal
-SciPy's to ~1e-13. Kendall τ-a uses a Fenwick tree over the reference ranks (O(m log m) per resample).
+w copies of one entry, share their mean rank), so a resample costs O(m) instead of a sort. Spearman joins
+the two orders by scattering the reference's ranks into the model's order (random writes are cheaper than
+random reads here), so both rank passes read memory sequentially; RDMs without ties take plain loops.
+Ranks are doubled (2·rank is an integer), sums are taken in float64 over exact integer products, so the
+results equal SciPy's to ~1e-11. Kendall τ-a uses a Fenwick tree over the reference ranks (O(m log m) per resample).
 
 Import ``HAVE_NUMBA`` to know whether the kernels are available; callers fall back to torch/SciPy otherwise.
 """
@@ -58,43 +60,47 @@ if HAVE_NUMBA:
 
     @njit(cache=True, nogil=True)
     def _reference_pass(counts, rows, cols, group_end, ties, ranks):
-        """Doubled ranks of the reference entries (in its sorted order) and the sums M, Σw·x, Σw·x²."""
+        """Doubled ranks of the reference entries (in its sorted order) and the sums M, Σw·y, Σw·y²."""
         m = rows.shape[0]
         total = 0
         s1 = 0.0
         s2 = 0.0
-        cum = 0
-        if not ties:
+        if not ties:  # the common case gets the plain loop (several times faster than the group loop)
             for q in range(m):
                 w = counts[rows[q]] * counts[cols[q]]
-                x = 2 * cum + w + 1
+                x = 2 * total + w + 1
                 ranks[q] = x
                 xf = float(x)
-                total += w
                 s1 += w * xf
                 s2 += w * xf * xf
-                cum += w
-        else:
-            p = 0
-            while p < m:
-                e = group_end[p]
-                wg = 0
-                for q in range(p, e + 1):
-                    wg += counts[rows[q]] * counts[cols[q]]
-                x = 2 * cum + wg + 1
-                for q in range(p, e + 1):
-                    ranks[q] = x
-                xf = float(x)
-                total += wg
-                s1 += wg * xf
-                s2 += wg * xf * xf
-                cum += wg
-                p = e + 1
+                total += w
+            return total, s1, s2
+        p = 0
+        while p < m:
+            e = group_end[p]
+            wg = 0
+            for q in range(p, e + 1):
+                wg += counts[rows[q]] * counts[cols[q]]
+            x = 2 * total + wg + 1
+            for q in range(p, e + 1):
+                ranks[q] = x
+            xf = float(x)
+            s1 += wg * xf
+            s2 += wg * xf * xf
+            total += wg
+            p = e + 1
         return total, s1, s2
 
     @njit(cache=True, nogil=True)
-    def _model_pass(counts, rows, cols, group_end, ties, position, ref_ranks):
-        """Σw·x, Σw·x², Σw·x·y for a model's doubled ranks x and the reference's doubled ranks y."""
+    def _scatter(values, inverse, out):
+        """out[inverse[q]] = values[q]: the reference ranks rearranged into a model's sorted order."""
+        for q in range(values.shape[0]):
+            out[inverse[q]] = values[q]
+
+    @njit(cache=True, nogil=True)
+    def _model_pass(counts, rows, cols, group_end, ties, ref_ranks):
+        """Σw·x, Σw·x², Σw·x·y for a model's doubled ranks x and the reference's doubled ranks y, both
+        in the model's sorted order (so this pass reads memory sequentially)."""
         m = rows.shape[0]
         sa = 0.0
         saa = 0.0
@@ -107,45 +113,48 @@ if HAVE_NUMBA:
                 wx = w * xf
                 sa += wx
                 saa += wx * xf
-                sab += wx * ref_ranks[position[q]]
+                sab += wx * ref_ranks[q]
                 cum += w
-        else:
-            p = 0
-            while p < m:
-                e = group_end[p]
-                wg = 0
-                t = 0.0
-                for q in range(p, e + 1):
-                    w = counts[rows[q]] * counts[cols[q]]
-                    wg += w
-                    t += w * float(ref_ranks[position[q]])
-                xf = float(2 * cum + wg + 1)
-                sa += wg * xf
-                saa += wg * xf * xf
-                sab += xf * t
-                cum += wg
-                p = e + 1
+            return sa, saa, sab
+        p = 0
+        while p < m:
+            e = group_end[p]
+            wg = 0
+            t = 0.0
+            for q in range(p, e + 1):
+                w = counts[rows[q]] * counts[cols[q]]
+                wg += w
+                t += w * float(ref_ranks[q])
+            xf = float(2 * cum + wg + 1)
+            sa += wg * xf
+            saa += wg * xf * xf
+            sab += xf * t
+            cum += wg
+            p = e + 1
         return sa, saa, sab
 
     @njit(parallel=True, cache=True)
     def spearman_resamples(counts, ref_rows, ref_cols, ref_end, ref_ties,
-                           rows, cols, group_end, ties, position, scratch):
+                           rows, cols, group_end, ties, inverse, scratch):
         """Spearman ρ (n_resamples × n_models) of every model RDM with the reference on every resample.
 
-        ``scratch`` is (n_blocks, m) integer working memory, one row per parallel block.
+        ``inverse[r][j]`` is where the reference's j-th smallest entry sits in model r's sorted order;
+        ``scratch`` is (n_blocks, 2, m) integer working memory, one slice per parallel block.
         """
         n_resamples = counts.shape[0]
         n_models = rows.shape[0]
         n_blocks = scratch.shape[0]
         out = np.empty((n_resamples, n_models))
         for block in prange(n_blocks):
-            ref_ranks = scratch[block]
+            ref_ranks = scratch[block, 0]
+            in_model_order = scratch[block, 1]
             for b in range(block, n_resamples, n_blocks):
                 c = counts[b]
                 total, s1, s2 = _reference_pass(c, ref_rows, ref_cols, ref_end, ref_ties, ref_ranks)
                 var_ref = s2 - s1 * s1 / total
                 for r in range(n_models):
-                    sa, saa, sab = _model_pass(c, rows[r], cols[r], group_end[r], ties[r], position[r], ref_ranks)
+                    _scatter(ref_ranks, inverse[r], in_model_order)
+                    sa, saa, sab = _model_pass(c, rows[r], cols[r], group_end[r], ties[r], in_model_order)
                     var_model = saa - sa * sa / total
                     out[b, r] = (sab - sa * s1 / total) / np.sqrt(var_model * var_ref)
         return out

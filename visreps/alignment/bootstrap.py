@@ -137,8 +137,8 @@ def bootstrap_encoding(predictions: Any, responses: Any, *, n_iterations: int = 
     (counts @ [y, p, y², p², y·p], float64, after centring each column on all stimuli), which equals the
     per-iteration loop to ~1e-14. ``extras["per_target_r"]`` holds the per-target r on all stimuli.
     """
-    p = check_matrix(predictions, "predictions", dtype=torch.float64, device=resolve_device(device, predictions))
-    y = check_matrix(responses, "responses", dtype=torch.float64, device=p.device)
+    p = check_matrix(predictions, "predictions", device=resolve_device(device, predictions))
+    y = check_matrix(responses, "responses", device=p.device)
     check_same_stimuli(p, y, "predictions", "responses")
     if p.shape != y.shape:
         raise AlignmentInputError(f"predictions {tuple(p.shape)} and responses {tuple(y.shape)} differ in shape")
@@ -147,15 +147,17 @@ def bootstrap_encoding(predictions: Any, responses: Any, *, n_iterations: int = 
     resampling = Resampling(p.shape[0], n_iterations, fraction, replace, seed)
     weights = torch.from_numpy(resampling.counts()).to(device=p.device, dtype=torch.float64)
     n_kept = weights.sum(dim=1, keepdim=True)
-    per_target = pearson_columns(p, y)
+    per_target = torch.empty(p.shape[1], dtype=torch.float64, device=p.device)
     total = torch.zeros(n_iterations, dtype=torch.float64, device=p.device)
-    for start in range(0, p.shape[1], target_batch):
-        pb = p[:, start:start + target_batch]
-        yb = y[:, start:start + target_batch]
-        pb = pb - pb.mean(dim=0)
-        yb = yb - yb.mean(dim=0)
+    for start in range(0, p.shape[1], target_batch):  # float64 copies of one batch of targets at a time
+        pb = p[:, start:start + target_batch].double()
+        yb = y[:, start:start + target_batch].double()
+        pb -= pb.mean(dim=0)
+        yb -= yb.mean(dim=0)
         moments = weights @ torch.cat([yb, pb, yb * yb, pb * pb, yb * pb], dim=1)
         sy, sp, syy, spp, syp = moments.chunk(5, dim=1)
+        per_target[start:start + target_batch] = (yb * pb).sum(dim=0) / torch.sqrt(
+            (yb * yb).sum(dim=0) * (pb * pb).sum(dim=0))
         covariance = syp - sy * sp / n_kept
         variance = (syy - sy * sy / n_kept) * (spp - sp * sp / n_kept)
         total += (covariance / torch.sqrt(variance)).sum(dim=1)

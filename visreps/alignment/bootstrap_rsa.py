@@ -80,12 +80,17 @@ def _numba_scores(models: list[np.ndarray], neural: np.ndarray, counts: np.ndarr
         position_of = np.empty(neural.size, dtype=np.int64)
         position_of[ref["order"]] = np.arange(neural.size)
         layouts = [kernels.sorted_layout(model, rows, cols) for model in models]
+        inverse = []
+        for layout in layouts:  # where each reference-order entry sits in this model's order
+            model_position = np.empty(neural.size, dtype=np.int32)
+            model_position[position_of[layout["order"]]] = np.arange(neural.size, dtype=np.int32)
+            inverse.append(model_position)
         return kernels.spearman_resamples(
             counts, ref["rows"], ref["cols"], ref["group_end"], ref["ties"],
             np.stack([lay["rows"] for lay in layouts]), np.stack([lay["cols"] for lay in layouts]),
             np.stack([lay["group_end"] for lay in layouts]), np.array([lay["ties"] for lay in layouts]),
-            np.stack([position_of[lay["order"]].astype(np.int32) for lay in layouts]),
-            np.empty((blocks, neural.size), dtype=kernels.rank_dtype(int(counts.sum(axis=1).max()))))
+            np.stack(inverse),
+            np.empty((blocks, 2, neural.size), dtype=kernels.rank_dtype(int(counts.sum(axis=1).max()))))
     _, neural_rank = np.unique(neural, return_inverse=True)
     neural_rank = (neural_rank + 1).astype(np.int32)
     layouts = [kernels.sorted_layout(model, rows, cols, tiebreak=neural) for model in models]
@@ -95,7 +100,7 @@ def _numba_scores(models: list[np.ndarray], neural: np.ndarray, counts: np.ndarr
         np.stack([neural_rank[lay["order"]] for lay in layouts]), int(neural_rank.max()), blocks)
 
 
-def _torch_rank_layout(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> dict[str, torch.Tensor]:
+def _torch_rank_layout(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> dict[str, Any]:
     order = torch.argsort(values, stable=True)
     ordered = values[order]
     m = values.numel()
@@ -104,18 +109,23 @@ def _torch_rank_layout(values: torch.Tensor, rows: torch.Tensor, cols: torch.Ten
     group = torch.cumsum(new_group.long(), 0) - 1
     starts = torch.nonzero(new_group).flatten()
     ends = torch.cat([starts[1:] - 1, torch.tensor([m - 1], device=values.device)])
-    return {"order": order, "rows": rows[order], "cols": cols[order],
+    return {"order": order, "rows": rows[order], "cols": cols[order], "ties": bool(starts.numel() < m),
             "start": starts[group], "end": ends[group]}
 
 
-def _torch_doubled_ranks(counts: torch.Tensor, layout: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weights, doubled average ranks) in the layout's sorted order, for a batch of resamples."""
-    weights = counts.index_select(1, layout["rows"]) * counts.index_select(1, layout["cols"])
-    cumulative = torch.cumsum(weights, dim=1)
-    padded = torch.nn.functional.pad(cumulative, (1, 0))
-    before = padded.index_select(1, layout["start"])
-    group_weight = padded.index_select(1, layout["end"] + 1) - before
-    return weights, (2 * before + group_weight + 1).double()
+def _torch_doubled_ranks(counts_t: torch.Tensor, layout: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weights, doubled average ranks), entries (in the layout's sorted order) × resamples, float64.
+
+    ``counts_t`` is stimuli × resamples; entry-major tensors make every gather a copy of whole rows and
+    the cumulative sum run along contiguous columns.
+    """
+    weights = counts_t.index_select(0, layout["rows"]).mul_(counts_t.index_select(0, layout["cols"]))
+    cumulative = torch.cumsum(weights, dim=0)
+    if not layout["ties"]:  # each entry is its own group: 2·(weight before) + w + 1 = 2·cumulative − w + 1
+        return weights, cumulative.mul_(2).sub_(weights).add_(1)
+    before = cumulative.sub(weights)
+    group_weight = cumulative.index_select(0, layout["end"]).sub_(before.index_select(0, layout["start"]))
+    return weights, before.index_select(0, layout["start"]).mul_(2).add_(group_weight).add_(1)
 
 
 def _torch_spearman_scores(models: list[torch.Tensor], neural: torch.Tensor, counts: np.ndarray) -> np.ndarray:
@@ -129,17 +139,19 @@ def _torch_spearman_scores(models: list[torch.Tensor], neural: torch.Tensor, cou
     batch = max(1, TORCH_BATCH_BYTES // (neural.numel() * 8 * 6))
     out = np.empty((counts.shape[0], len(models)))
     for start in range(0, counts.shape[0], batch):
-        c = torch.from_numpy(counts[start:start + batch]).to(device=device, dtype=torch.int64)
+        c = torch.from_numpy(counts[start:start + batch].T.copy()).to(device=device, dtype=torch.float64)
         w_ref, x_ref = _torch_doubled_ranks(c, ref)
-        total = w_ref.sum(dim=1).double()
-        s1 = (w_ref * x_ref).sum(dim=1)
-        var_ref = (w_ref * x_ref * x_ref).sum(dim=1) - s1 * s1 / total
+        total = w_ref.sum(dim=0)
+        w_ref.mul_(x_ref)
+        s1 = w_ref.sum(dim=0)
+        var_ref = (w_ref * x_ref).sum(dim=0) - s1 * s1 / total
+        del w_ref
         for index, (layout, position) in enumerate(zip(layouts, positions)):
             w, x = _torch_doubled_ranks(c, layout)
-            wx = w * x
-            sa = wx.sum(dim=1)
-            var_model = (wx * x).sum(dim=1) - sa * sa / total
-            sab = (wx * x_ref.index_select(1, position)).sum(dim=1)
+            wx = w.mul_(x)
+            sa = wx.sum(dim=0)
+            var_model = (wx * x).sum(dim=0) - sa * sa / total
+            sab = (wx.mul_(x_ref.index_select(0, position))).sum(dim=0)
             out[start:start + batch, index] = ((sab - sa * s1 / total) / torch.sqrt(var_model * var_ref)).cpu().numpy()
     return out
 

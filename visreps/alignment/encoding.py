@@ -42,27 +42,46 @@ ZSCORE_EPSILON = 1e-8
 DEFAULT_FOLDS = 5
 #: working-memory budget of one batch of targets
 TARGET_BATCH_BYTES = 256 * 2**20
+#: float64 temporaries of the z-scoring
+STANDARDIZE_CHUNK_BYTES = 32 * 2**20
+
+
+def _column_slices(shape: tuple[int, ...], itemsize: int = 8) -> Iterator[slice]:
+    """Slices of columns whose float64 copy fits in STANDARDIZE_CHUNK_BYTES (bounds the temporaries)."""
+    step = max(1, STANDARDIZE_CHUNK_BYTES // (itemsize * max(1, shape[0])))
+    for start in range(0, shape[1], step):
+        yield slice(start, min(start + step, shape[1]))
 
 
 @dataclass
 class Standardizer:
-    """Column-wise (x − mean) / (std + 1e-8) with statistics of the fit split (float64, population std)."""
+    """Column-wise (x − mean) / (std + 1e-8) with statistics of the fit split (float64, population std).
+
+    Computed and applied a block of columns at a time, so the float64 temporaries never exceed
+    STANDARDIZE_CHUNK_BYTES, however many features or targets there are.
+    """
 
     mean: torch.Tensor
     scale: torch.Tensor
 
     @classmethod
     def fit(cls, x: torch.Tensor) -> "Standardizer":
-        x64 = x.double()
-        mean = x64.mean(dim=0)
-        std = (x64 - mean).square().mean(dim=0).sqrt()
+        mean = torch.empty(x.shape[1], dtype=torch.float64, device=x.device)
+        std = torch.empty_like(mean)
+        for columns in _column_slices(tuple(x.shape)):
+            block = x[:, columns].double()
+            mean[columns] = block.mean(dim=0)
+            std[columns] = (block - mean[columns]).square_().mean(dim=0).sqrt_()
         return cls(mean, std + ZSCORE_EPSILON)
 
     def apply(self, x: torch.Tensor, dtype: torch.dtype, columns: slice = slice(None)) -> torch.Tensor:
         """Standardise ``x``, whose columns are ``columns`` of the fit data."""
         mean = self.mean[columns].to(x.device)
         scale = self.scale[columns].to(x.device)
-        return ((x.double() - mean) / scale).to(dtype)
+        out = torch.empty(x.shape, dtype=dtype, device=x.device)
+        for block in _column_slices(tuple(x.shape)):
+            out[:, block] = ((x[:, block].double() - mean[block]) / scale[block]).to(dtype)
+        return out
 
     def invert(self, z: torch.Tensor) -> torch.Tensor:
         return z * self.scale.to(z.device, z.dtype) + self.mean.to(z.device, z.dtype)
@@ -93,7 +112,9 @@ def symmetric_eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ``syevd`` through SciPy (≈1.5× faster than torch's CPU eigh here), elsewhere ``torch.linalg.eigh``."""
     if matrix.device.type != "cpu":
         return torch.linalg.eigh(matrix)
-    values, vectors = scipy.linalg.eigh(matrix.numpy(), driver="evd", overwrite_a=True, check_finite=False)
+    # the transpose of a symmetric C-ordered matrix is the same matrix in Fortran order: LAPACK works on it
+    # in place (no copy); ``matrix`` is overwritten
+    values, vectors = scipy.linalg.eigh(matrix.numpy().T, driver="evd", overwrite_a=True, check_finite=False)
     return torch.from_numpy(values), torch.from_numpy(vectors)
 
 
@@ -169,17 +190,40 @@ def fit_ridge_cv(x: Any, y: Any, *, alphas: Any = DEFAULT_ALPHAS, n_folds: int =
     splits = kfold_splits(n_samples, n_folds, shuffle_seed)
     scores = torch.zeros(n_folds, alphas.size, n_targets, dtype=torch.float64)
     itemsize = torch.finfo(dtype).bits // 8
+    batches = list(_target_batches(n_targets, n_samples, n_features, target_batch, itemsize))
+
+    def zscored(batch: slice, rows: torch.Tensor | None = None) -> torch.Tensor:
+        block = responses[:, batch] if rows is None else responses[rows.cpu(), batch]
+        return y_std.apply(block.to(device), dtype, batch)
+
+    primal = n_samples >= n_features
+    if primal:  # XᵀX and XᵀY of all fit stimuli; each fold subtracts its validation part
+        gram = xz.T @ xz
+        cross = torch.empty(n_features, n_targets, dtype=dtype, device=device)
+        for batch in batches:
+            cross[:, batch] = xz.T @ zscored(batch)
     bar = tqdm(total=n_folds + 1, desc="ridge CV folds", disable=not progress)
     for fold, (train, validation) in enumerate(splits):
         train_t, val_t = torch.from_numpy(train).to(device), torch.from_numpy(validation).to(device)
-        eigenvalues, left, project = _eigen_solver(xz[train_t], xz[val_t])
-        for batch in _target_batches(n_targets, n_samples, n_features, target_batch, itemsize):
-            yz = y_std.apply(responses[:, batch].to(device), dtype, batch)
-            projected = project(yz[train_t])
-            y_val = yz[val_t]
+        x_val = xz[val_t]
+        if train.size >= n_features:
+            eigenvalues, vectors = symmetric_eigh(torch.addmm(gram, x_val.T, x_val, alpha=-1))
+            eigenvalues, left = eigenvalues.clamp_min(0).to(device), x_val @ vectors.to(device)
+        else:
+            eigenvalues, left, project = _eigen_solver(xz[train_t], x_val)
+        shrinks = 1.0 / (eigenvalues[None, :] + alpha_t[:, None])
+        for batch in batches:
+            if train.size >= n_features:
+                y_val = zscored(batch, val_t)
+                projected = vectors.to(device).T @ (cross[:, batch] - x_val.T @ y_val)
+            else:
+                yz = zscored(batch)
+                projected, y_val = project(yz[train_t]), yz[val_t]
             for index in range(alphas.size):
-                predictions = (left * (1.0 / (eigenvalues + alpha_t[index]))) @ projected
-                sse = (y_val - predictions).square().sum(dim=0)
+                if index and torch.equal(shrinks[index], shrinks[index - 1]):  # same numbers, same scores
+                    scores[fold, index, batch] = scores[fold, index - 1, batch]
+                    continue
+                sse = (y_val - (left * shrinks[index]) @ projected).square().sum(dim=0)
                 scores[fold, index, batch] = (-sse / validation.size).double().cpu()
         bar.update()
     mean_scores = scores.mean(dim=0)
@@ -188,13 +232,18 @@ def fit_ridge_cv(x: Any, y: Any, *, alphas: Any = DEFAULT_ALPHAS, n_folds: int =
     best = torch.argmax(mean_scores, dim=0)
     if not bool(torch.isfinite(mean_scores.max(dim=0).values).all()):
         raise AlignmentInputError("ridge CV produced no finite score for some targets; check the fit features")
-    eigenvalues, left, project = _eigen_solver(xz, None)
+    if primal:
+        eigenvalues, vectors = symmetric_eigh(gram)
+        eigenvalues, left = eigenvalues.clamp_min(0).to(device), vectors.to(device)
+        project = None
+    else:
+        eigenvalues, left, project = _eigen_solver(xz, None)
     weights = torch.empty(n_features, n_targets, dtype=dtype)
     best_alphas = alpha_t[best.to(device)]
-    for batch in _target_batches(n_targets, n_samples, n_features, target_batch, itemsize):
-        yz = y_std.apply(responses[:, batch].to(device), dtype, batch)
+    for batch in batches:
+        projected = left.T @ cross[:, batch] if project is None else project(zscored(batch))
         shrink = 1.0 / (eigenvalues[:, None] + best_alphas[None, batch])
-        weights[:, batch] = (left @ (shrink * project(yz))).cpu()
+        weights[:, batch] = (left @ (shrink * projected)).cpu()
     bar.update()
     bar.close()
     return RidgeCVFit(weights, alphas[best.numpy()], scores.mean(dim=0).gather(0, best[None]).squeeze(0).numpy(),

@@ -59,8 +59,16 @@ def as_tensor(array: Any, name: str, *, dtype: torch.dtype | None = None,
 
 
 def check_finite(tensor: torch.Tensor, name: str, *, where: str = "") -> None:
-    """Raise if ``tensor`` holds NaN or ±inf, naming the first bad element."""
-    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+    """Raise if ``tensor`` holds NaN or ±inf, naming the first bad element.
+
+    The check is one min/max pass (NaN propagates through both, ±inf shows as an extreme), several times
+    faster than ``isfinite(...).all()`` on the CPU and free of a full-size temporary; the bad element is only
+    searched for when there is one.
+    """
+    if not tensor.is_floating_point() or tensor.numel() == 0:
+        return
+    low, high = torch.aminmax(tensor)
+    if not (bool(torch.isfinite(low)) and bool(torch.isfinite(high))):
         bad = torch.nonzero(~torch.isfinite(tensor))[0].tolist()
         raise AlignmentInputError(
             f"{name} has non-finite values (NaN or inf){where}, first at index {tuple(bad)} of shape "

@@ -22,7 +22,8 @@ weight 1 / bias 0, output layer weights N(0, std = 1/√fan_in) with bias 0. Dro
 ``custom_cnn_small`` (``CustomCNN.small``) keeps the same nine layers and 14 extraction points for 64×64 images:
 channels about 1/6 (16, 48, 64, 64, 48), hidden linears 512 wide, and conv1 5/2/2 instead of 11/4/2 so that the
 feature maps keep roughly the same size relative to the image (64 → 32 → 15 → 7 → 3; 0.63 M parameters at K=64).
-It is sized for the demo's time budget: about 1,300 training images/s on 2 CPU cores (benchmarks/README.md).
+It is sized for the demo's time budget: about 650–850 training images/s on 2 CPU cores at batch 128
+(benchmarks/README.md, "Training throughput").
 """
 
 from __future__ import annotations

@@ -144,7 +144,8 @@ def plan(config: PipelineConfig) -> list[Job]:
     def train_job(label_source: str, k: int | None, seed: int, table: str) -> Job:
         extra = [f"labels.table={table}", f"labels.source_name={label_source}", f"seed={seed}",
                  f"labels.num_classes={'null' if k is None else k}"]
-        return Job("train", child_config(TrainConfig, "train", config.train, common + extra, "train"), label_source, k, seed)
+        train = child_config(TrainConfig, "train", config.train, common + extra, "train")
+        return Job("train", train, label_source, k, seed)
 
     if "train_fine" in steps:
         jobs += [train_job("fine", None, seed, "fine") for seed in config.seeds]
@@ -195,7 +196,7 @@ def run_pipeline(config: PipelineConfig) -> str:
                 run_id = run_train_stage(job.config, parent_run_id=run.run_id)
             child = finished_run(run_id)
             if job.step == "train" and job.label_source == "fine" and job.seed == config.seeds[0]:
-                fine_model_uri = child.tags.get("visreps.model_uri", f"runs:/{run_id}/model")
+                fine_model_uri = f"runs:/{run_id}/model"  # pinned to the run; an alias could move later
             run.set_tags({f"visreps.child.{index:03d}": run_id})
             rows.append({"step": job.step, "label_source": job.label_source, "seed": job.seed, "run_id": run_id,
                          "K": int(child.tags["visreps.K"]) if "visreps.K" in child.tags else job.k,
@@ -209,7 +210,7 @@ def _log_summary(run, rows: list[dict[str, Any]], seconds: float) -> None:
     """summary.csv (one row per child run), held-out accuracy metrics per source/K/seed and their figure."""
     import pandas as pd
 
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows).astype({"seed": "Int64", "K": "Int64"})
     run.log_table(table, "summary.csv")
     run.log_metrics({"n_child_runs": float(len(table)), "seconds": seconds})
     trained = table[(table.step == "train") & table.heldout_accuracy.notna()]

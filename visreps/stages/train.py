@@ -24,13 +24,13 @@ import pandas as pd
 
 from visreps.data.images import scan_class_folders
 from visreps.labels.tables import collection_fingerprint, read_label_table
-from visreps.models import save_model_file
+from visreps.models import load_file, save_model_file
 from visreps.paths import home
 from visreps.stages.common import add_config_arguments, stage_config
 from visreps.tracking import StageRun, download_artifacts, ensure_tracking_available, find_finished_run, run_key, stage_run
 from visreps.tracking.models import (
-    EPOCH0_ARTIFACT, MODEL_ARTIFACT, ensure_registered, log_model_file, model_alias, registered_model_name,
-    system_metrics,
+    EPOCH0_ARTIFACT, MODEL_ARTIFACT, PYTORCH_FLAVOUR_ARTIFACT, ensure_registered, log_model_file,
+    log_pytorch_flavour, model_alias, registered_model_name, system_metrics,
 )
 from visreps.training import TrainConfig, Trainer, TrainingError, TrainingLabels, export_model_file, training_labels
 from visreps.training.checkpoints import checkpoint_name
@@ -126,13 +126,18 @@ def _version_tags(config: TrainConfig, labels: TrainingLabels, epoch: int, run_i
             "dataset": dataset_name(config), "run_id": run_id}
 
 
-def register_models(config: TrainConfig, run_id: str, k: int, tags: dict[str, Any]) -> dict[str, str]:
-    """Register (or re-point the aliases at) the final and epoch-0 models of run ``run_id``; their URIs."""
+def register_models(config: TrainConfig, run_id: str, k: int, tags: dict[str, Any],
+                    final_tags: dict[str, Any] | None = None) -> dict[str, str]:
+    """Register (or re-point the aliases at) the final and epoch-0 models of run ``run_id``; their URIs.
+
+    ``final_tags`` are added to the final model's version only (e.g. where its MLflow pytorch flavour is).
+    """
     name = config.registered_name or registered_model_name(config.model.architecture)
     alias = config.alias or model_alias(k, config.label_source, config.seed)
     uris = {}
     for artifact, this_alias, epoch in ((MODEL_ARTIFACT, alias, config.epochs), (EPOCH0_ARTIFACT, f"{alias}-epoch0", 0)):
-        version = ensure_registered(run_id, artifact, name, this_alias, {**tags, "epoch": epoch})
+        extra = (final_tags or {}) if artifact == MODEL_ARTIFACT else {}
+        version = ensure_registered(run_id, artifact, name, this_alias, {**tags, **extra, "epoch": epoch})
         uris[artifact] = f"models:/{name}@{this_alias}"
         uris[f"{artifact}_version"] = str(version.version)
     return uris
@@ -158,10 +163,14 @@ class _RunLogger:
 def _log_results(run: StageRun, config: TrainConfig, labels: TrainingLabels, result, folder: Path,
                  logger: _RunLogger) -> dict[str, str]:
     """Model files, history, class counts, registration; returns the model URIs."""
+    flavour: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as scratch:
         final_file = save_model_file(Path(scratch) / "final.pt", result.model,
                                      {**result.metadata, "run_id": run.run_id})
         log_model_file(run, final_file, MODEL_ARTIFACT)
+        if config.log_pytorch_model:  # rebuilt from the file: plain CPU module in eval mode, no wrappers
+            final = load_file(final_file)
+            flavour[PYTORCH_FLAVOUR_ARTIFACT] = log_pytorch_flavour(run, final.model, final.metadata)
         epoch0_file = export_model_file(folder / checkpoint_name(0), Path(scratch) / "epoch0.pt")
         log_model_file(run, epoch0_file, EPOCH0_ARTIFACT)
     if config.log_checkpoints:
@@ -176,10 +185,13 @@ def _log_results(run: StageRun, config: TrainConfig, labels: TrainingLabels, res
     summary = {f"final_{key}": value for key, value in last.items() if key.startswith(("heldout", "train_"))}
     summary["train_seconds"] = result.seconds
     run.log_metrics(summary, step=config.epochs)
-    uris: dict[str, str] = {}
+    uris: dict[str, str] = dict(flavour)
+    if flavour:
+        run.set_tags({"visreps.mlflow_model_uri": flavour[PYTORCH_FLAVOUR_ARTIFACT]})
     if config.register:
-        uris = register_models(config, run.run_id, labels.num_classes,
-                               _version_tags(config, labels, config.epochs, run.run_id))
+        uris.update(register_models(config, run.run_id, labels.num_classes,
+                                    _version_tags(config, labels, config.epochs, run.run_id),
+                                    {"mlflow_model": flavour[PYTORCH_FLAVOUR_ARTIFACT]} if flavour else None))
         run.set_tags({"visreps.model_uri": uris[MODEL_ARTIFACT], "visreps.model_uri_epoch0": uris[EPOCH0_ARTIFACT]})
     run.log_text(json.dumps(uris, indent=2), "registered_models.json")
     return uris

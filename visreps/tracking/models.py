@@ -1,11 +1,14 @@
 """Trained networks in MLflow: logging model files, registering versions with aliases, fetching them back.
 
-Format (chosen over ``mlflow.pytorch.log_model``): a run artifact folder ``model/`` (and ``model_epoch0/``) with
-``model.pt`` — a state dict plus metadata, read with ``torch.load(weights_only=True)`` and rebuilt through
-``visreps.models.create_model`` — and ``metadata.json``. Why: MLflow 3's default ``torch.export`` format reloads
-as a flat graph whose forward hooks never fire (useless for activations), and the pickle format ties every old
-run to today's class definitions and module paths; a state dict survives refactors and loads without
-executing pickled code.
+Formats. The registered source is a run artifact folder ``model/`` (and ``model_epoch0/``) with ``model.pt`` — a
+state dict plus metadata, read with ``torch.load(weights_only=True)`` and rebuilt through
+``visreps.models.create_model`` — and ``metadata.json``: it survives refactors and loads without executing
+pickled code. The final network is also logged as an MLflow pytorch-flavour model in ``mlflow_model/``
+(``log_pytorch_flavour``: ``mlflow.pytorch.save_model`` with ``serialization_format="pickle"`` and explicit pip
+requirements), reloadable with ``mlflow.pytorch.load_model`` as the real module, so forward hooks fire. Not
+MLflow 3's default ``torch.export`` format: it reloads as a flat graph whose hooks never fire (useless for
+activations). The pickle names classes by module path, so loading it needs ``visreps`` (and ``timm`` for timm
+models) importable; the state-dict copy is what ``visreps.models.load`` uses.
 
 Registry layout: registered model ``visreps-<architecture>`` (``visreps-custom_cnn_small``,
 ``visreps-timm-resnet50``); one version per trained network with source ``runs:/<run_id>/model`` and tags
@@ -17,9 +20,11 @@ for the trained network and ``k<K>-<source>-s<seed>-epoch0`` for its untrained i
 from __future__ import annotations
 
 import json
+import logging
 import re
 import tempfile
 from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version as package_version
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -34,6 +39,7 @@ from visreps.tracking.store import ensure_tracking_available
 
 MODEL_ARTIFACT = "model"
 EPOCH0_ARTIFACT = "model_epoch0"
+PYTORCH_FLAVOUR_ARTIFACT = "mlflow_model"
 _ALIAS_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]+")
 
 
@@ -61,6 +67,57 @@ def log_model_file(run: StageRun, model_file: str | Path, artifact_path: str = M
         (staged / "metadata.json").write_text(json.dumps(metadata, indent=2, default=str))
         run.log_artifacts(staged, artifact_path)
     return f"runs:/{run.run_id}/{artifact_path}"
+
+
+def flavour_requirements(model: Any) -> list[str]:
+    """Pinned pip requirements of a pickled network: torch, plus timm for timm architectures."""
+    packages = ["torch"] + (["timm"] if type(model).__module__.split(".")[0] == "timm" else [])
+    pins = []
+    for package in packages:
+        try:
+            pins.append(f"{package}=={package_version(package)}")
+        except PackageNotFoundError:
+            pins.append(package)
+    return pins
+
+
+def log_pytorch_flavour(run: StageRun, model: Any, metadata: dict[str, Any] | None = None,
+                        artifact_path: str = PYTORCH_FLAVOUR_ARTIFACT) -> str:
+    """Log ``model`` (a CPU ``nn.Module`` in eval mode) as an MLflow pytorch-flavour model; its ``runs:/`` URI.
+
+    Pickle serialisation (not torch.export, whose reloaded graph ignores forward hooks) with pinned
+    ``flavour_requirements``; ``metadata`` goes into the MLmodel file. Reload with ``load_pytorch_flavour``.
+    """
+    import mlflow.pytorch
+
+    plain = json.loads(json.dumps(metadata or {}, default=str))
+    pytorch_logger = logging.getLogger("mlflow.pytorch")
+    level = pytorch_logger.level
+    pytorch_logger.setLevel(logging.ERROR)  # its warning against pickle files: this format is chosen knowingly
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            target = Path(folder) / artifact_path
+            mlflow.pytorch.save_model(model, str(target), serialization_format="pickle",
+                                      pip_requirements=flavour_requirements(model), metadata=plain)
+            run.log_artifacts(target, artifact_path)
+    finally:
+        pytorch_logger.setLevel(level)
+    return f"runs:/{run.run_id}/{artifact_path}"
+
+
+def load_pytorch_flavour(uri: str, device: str = "cpu") -> Any:
+    """The ``nn.Module`` logged by ``log_pytorch_flavour``, from ``runs:/<run_id>/mlflow_model`` or a local folder.
+
+    Fetched from the configured store (not MLflow's global tracking URI) and read with
+    ``mlflow.pytorch.load_model(..., map_location=device)``.
+    """
+    import mlflow.pytorch
+
+    local = _download_runs_uri(uri)[0] if uri.startswith("runs:/") else Path(uri).expanduser()
+    if not (local / "MLmodel").is_file():
+        raise ModelError(f"{uri} holds no MLflow model (no MLmodel file); the pytorch flavour is at "
+                         f"runs:/<run_id>/{PYTORCH_FLAVOUR_ARTIFACT}")
+    return mlflow.pytorch.load_model(str(local), map_location=device)
 
 
 def _ensure_registered_model(name: str, description: str) -> None:

@@ -94,6 +94,9 @@ class TrainConfig(ConfigModel):
     registered_name: str = Field("", json_schema_extra=NO_HASH, description="default visreps-<architecture>")
     alias: str = Field("", json_schema_extra=NO_HASH, description="default k<K>-<source>-s<seed>")
     log_checkpoints: bool = Field(True, json_schema_extra=NO_HASH, description="log checkpoints as run artifacts")
+    log_pytorch_model: bool = Field(
+        True, json_schema_extra=NO_HASH,
+        description="also log the final network as an MLflow pytorch-flavour model (mlflow_model/, pickle format)")
     system_metrics: bool = Field(False, json_schema_extra=NO_HASH, description="log CPU/GPU/memory use every 10 s")
     force: bool = Field(False, json_schema_extra=NO_HASH, description="train again even if an identical run finished")
 
