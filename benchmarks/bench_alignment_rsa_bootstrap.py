@@ -91,7 +91,9 @@ def main() -> None:
     loop_seconds = loop["seconds"] * args.iterations / n
     print(f"RSA bootstrap ({args.method}), {args.stimuli} stimuli, {args.iterations} iterations × 90 %; "
           f"{machine_line()}")
-    labels = {"numba": "visreps, numba (single-pass ranks)", "torch": "visreps, torch (batched cumsum ranks)"}
+    labels = {"numba": "visreps, numba (" + {"spearman": "single-pass ranks", "kendall": "Fenwick tree",
+                                             "pearson": "quadratic forms"}[args.method] + ")",
+              "torch": "visreps, torch (batched cumsum ranks)"}
     rows = [[labels[backend], f"{figures['seconds']:.2f}", f"{loop_seconds / figures['seconds']:.1f}×",
              f"{figures['peak_mb']:.0f}", f"{figures['peak_mb'] - figures['baseline_mb']:.0f}",
              f"{np.abs(fast_scores[backend][:n] - loop_scores).max():.1e}"] for backend, figures in fast.items()]
