@@ -27,7 +27,6 @@ from visreps.tracking.store import (
     ensure_tracking_available,
     experiment_artifact_location,
     git_commit,
-    tracking_uri,
 )
 
 COMPLETE_TAG = "visreps.complete"
