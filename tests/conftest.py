@@ -33,6 +33,37 @@ def isolated_visreps_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
             os.environ[key] = value
 
 
+def rewrite_at_same_size(image: Path) -> None:
+    """Change one pixel of a PNG and write it back with exactly its old size in bytes (zero padding after the
+    image end, which readers ignore): only the content and the modification time differ."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    size = image.stat().st_size
+    pixels = np.asarray(Image.open(image).convert("RGB")).copy()
+    pixels[0, 0] = 255 - pixels[0, 0]
+    encoded = io.BytesIO()
+    Image.fromarray(pixels).save(encoded, format="PNG", optimize=True)
+    data = encoded.getvalue()
+    assert len(data) <= size, "the re-encoded image is larger than the original; pick another image"
+    image.write_bytes(data + b"\0" * (size - len(data)))
+    assert image.stat().st_size == size
+    assert (np.asarray(Image.open(image).convert("RGB")) == pixels).all()
+
+
+def stage_environment(home: Path, tracking_uri: str | None = None) -> dict[str, str]:
+    """Environment for a visreps subprocess: its own VISREPS_HOME, this interpreter first on PATH, no inherited
+    tracking URI or `mlflow run` run id (``tracking_uri`` sets one)."""
+    env = {key: value for key, value in os.environ.items() if key not in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID")}
+    env.update(VISREPS_HOME=str(home), MLFLOW_DISABLE_TELEMETRY="true",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

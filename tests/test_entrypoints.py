@@ -11,20 +11,11 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, stage_environment
 
 #: a demo dataset small enough to generate in a few seconds
 TINY_DEMO = ("n_train_images=64 image_size=32 n_subjects=1 n_train_stimuli_per_subject=16 n_test_stimuli=16 "
              "n_voxels=4 n_images_per_concept=1 behaviour_dims=3")
-
-
-def _environment(home: Path, tracking_uri: str | None) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key not in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID")}
-    env.update(VISREPS_HOME=str(home), MLFLOW_DISABLE_TELEMETRY="true",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
-    if tracking_uri:
-        env["MLFLOW_TRACKING_URI"] = tracking_uri
-    return env
 
 
 def _demo_runs(client: MlflowClient) -> list:
@@ -50,7 +41,7 @@ def _check_demo_run(client: MlflowClient, run) -> None:
 def test_entry_point_against_real_server(mlflow_server: str, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "entrypoints/demo_data.py", "--config", "", "--overrides", TINY_DEMO, "seed=5"],
-        cwd=REPO, env=_environment(tmp_path, mlflow_server), capture_output=True, text=True, timeout=300,
+        cwd=REPO, env=stage_environment(tmp_path, mlflow_server), capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(mlflow_server)
@@ -66,7 +57,7 @@ def _mlflow_run(entry_point: str, overrides: str, folder: Path) -> MlflowClient:
     result = subprocess.run(
         [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", entry_point, "--env-manager", "local",
          "-P", f"overrides={overrides}"],
-        cwd=folder, env=_environment(folder / "home", store), capture_output=True, text=True, timeout=300,
+        cwd=folder, env=stage_environment(folder / "home", store), capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return MlflowClient(store)
@@ -98,7 +89,7 @@ def test_mlflow_run_labels_entry_point(tmp_path: Path) -> None:
 
 
 def _visreps(args: list[str], home: Path, tracking_uri: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "visreps.cli", *args], cwd=REPO, env=_environment(home, tracking_uri),
+    return subprocess.run([sys.executable, "-m", "visreps.cli", *args], cwd=REPO, env=stage_environment(home, tracking_uri),
                           capture_output=True, text=True, timeout=120)
 
 
@@ -136,3 +127,28 @@ def test_unwritable_home_is_named(tmp_path: Path) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and str(blocker) in lines[0], result.stderr
+
+
+@pytest.mark.slow
+def test_mlflow_run_train_logs_into_the_configured_experiment(tmp_path: Path) -> None:
+    from tests.training.conftest import write_tiny_tree
+
+    images = write_tiny_tree(tmp_path / "images", per_class=8)
+    overrides = (f"dataset.root={images} model.architecture=custom_cnn_small model.image_size=32 epochs=1 "
+                 "batch_size=16 num_workers=0 device=cpu progress=false experiment=visreps-train-elsewhere")
+    client = _mlflow_run("train", overrides, tmp_path)
+    experiment = client.get_experiment_by_name("visreps-train-elsewhere")
+    assert experiment is not None, "an experiment= override must be honoured under `mlflow run`"
+    (run,) = client.search_runs([experiment.experiment_id], filter_string="tags.`visreps.stage` = 'train'")
+    assert run.info.status == "FINISHED" and run.data.tags["visreps.complete"] == "true"
+    assert run.data.tags["mlflow.project.entryPoint"] == "train"
+    assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri()), "artifacts beside the database"
+    (launcher,) = client.search_runs([client.get_experiment_by_name("Default").experiment_id])
+    assert launcher.data.tags["visreps.stage_run_id"] == run.info.run_id
+    assert run.data.tags["visreps.launcher_run_id"] == launcher.info.run_id
+
+    _mlflow_run("train", overrides, tmp_path)  # the same again: re-used, and the new launcher run says so
+    assert len(client.search_runs([experiment.experiment_id])) == 1
+    launchers = client.search_runs([client.get_experiment_by_name("Default").experiment_id],
+                                   order_by=["attributes.start_time DESC"])
+    assert len(launchers) == 2 and launchers[0].data.tags["visreps.reused_run_id"] == run.info.run_id

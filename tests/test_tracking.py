@@ -1,14 +1,19 @@
-"""Tracking: the embedded store, a real `mlflow server`, reuse of finished runs, unreachable servers."""
+"""Tracking: the embedded store, a real `mlflow server`, reuse of finished runs, orphaned and live runs of real
+processes, unreachable servers."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 from pydantic import Field
 
+from tests.conftest import REPO
 from visreps.config import ConfigModel, config_hash
 from visreps.tracking import (
     COMPLETE_TAG,
@@ -120,3 +125,48 @@ def test_stage_run_against_real_server(mlflow_server: str, monkeypatch: pytest.M
     assert {"config.yaml", "summary.json"} <= artifacts
     assert find_finished_run("toy", config).run_id == run.run_id
     assert os.environ.get("MLFLOW_RUN_ID") is None
+
+
+def _stage_run_process(seed: int, then: str) -> tuple[subprocess.Popen, str]:
+    """A real process that opens the toy stage run of ``seed`` and then SIGKILLs itself or waits on stdin."""
+    script = (
+        "import os, signal, sys\n"
+        "from tests.test_tracking import ToyConfig\n"
+        "from visreps.tracking import stage_run\n"
+        f"with stage_run('toy', ToyConfig(seed={seed})) as run:\n"
+        "    print(run.run_id, flush=True)\n"
+        f"    os.kill(os.getpid(), signal.SIGKILL) if {then == 'kill'!r} else sys.stdin.readline()\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_id = process.stdout.readline().strip()
+    assert run_id, process.stderr.read()[-3000:]
+    return process, run_id
+
+
+def test_run_left_running_by_sigkill_is_ended_by_the_next_run_of_its_key() -> None:
+    process, orphan = _stage_run_process(41, "kill")
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    client = MlflowClient(tracking_uri())
+    assert client.get_run(orphan).info.status == "RUNNING"  # what SIGKILL leaves behind
+    with stage_run("toy", ToyConfig(seed=41)) as run:
+        pass
+    ended = client.get_run(orphan)
+    assert ended.info.status == "KILLED" and ended.data.tags["visreps.superseded_by"] == run.run_id
+    assert find_finished_run("toy", ToyConfig(seed=41)).run_id == run.run_id
+
+
+def test_a_live_run_of_the_same_key_is_refused_until_its_process_dies() -> None:
+    process, live = _stage_run_process(42, "wait")
+    try:
+        with pytest.raises(TrackingError, match=f"run {live} with the same configuration and inputs is in progress"):
+            with stage_run("toy", ToyConfig(seed=42)):
+                pass
+        with stage_run("toy", ToyConfig(seed=43)):  # another key is not blocked
+            pass
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+    with stage_run("toy", ToyConfig(seed=42)) as run:
+        pass
+    assert MlflowClient(tracking_uri()).get_run(live).data.tags["visreps.superseded_by"] == run.run_id

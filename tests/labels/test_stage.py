@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.conftest import rewrite_at_same_size
 from visreps.cli import main
 from visreps.data.images import load_rgb, scan_class_folders, train_heldout_split
 from visreps.labels import fix_signs, validate_label_table
@@ -57,7 +58,9 @@ def test_stage_logs_tables_pca_figures_and_is_reused(image_tree: Path, experimen
     assert run.data.tags["visreps.source"] == "pixels4"
     assert run.data.tags["visreps.layer"] == "pixels"
     assert run.data.tags["visreps.n_pcs"] == "3" and run.data.tags["visreps.seed"] == "0"
-    assert len(run.data.tags["visreps.dataset_fingerprint"]) == 16
+    assert run.data.tags["visreps.label_source"] == "pca_pixels"
+    assert len(run.data.tags["visreps.input.dataset.root"]) == 16 and len(run.data.tags["visreps.input.source"]) == 16
+    assert run.data.tags["visreps.data_fingerprint"] == run.data.tags["visreps.input.dataset.root"]
     assert run.data.params["dataset.split_seed"] == "42" and run.data.params["pca.fit_split"] == "train"
     assert run.data.metrics["nested"] == 1.0 and run.data.metrics["n_fit"] == 32.0
 
@@ -67,6 +70,7 @@ def test_stage_logs_tables_pca_figures_and_is_reused(image_tree: Path, experimen
     for k in (2, 4, 8):
         table = pd.read_parquet(folder / f"label_tables/k{k}.parquet")
         assert list(table.columns) == ["image", "label", "split"]
+        assert table.attrs["label_source"] == "pca_pixels"  # the provenance travels with a copied table
         pd.testing.assert_frame_equal(pd.read_csv(folder / f"label_tables/k{k}.csv"), table, check_dtype=False)
         validate_label_table(table, collection, num_classes=k)
         assert sorted(table.loc[table.split == "heldout", "image"]) == sorted(collection.keys[i] for i in heldout)
@@ -90,10 +94,24 @@ def test_stage_logs_tables_pca_figures_and_is_reused(image_tree: Path, experimen
     capsys.readouterr()
     # runtime settings (compute.*) do not change the run identity
     assert labels_cli(experiment, *args, "compute.batch_size=3") == 0
-    assert f"reusing finished run {run_id}" in capsys.readouterr().out
+    assert f"re-using finished run {run_id} (same configuration and inputs" in capsys.readouterr().out
     assert len(label_runs(experiment)) == 1
     assert labels_cli(experiment, *args, "force=true") == 0
     assert len(label_runs(experiment, "FINISHED")) == 2
+
+
+def test_an_image_rewritten_at_the_same_size_is_a_new_input(image_tree: Path, experiment: str, capsys) -> None:
+    args = [f"dataset.root={image_tree}", "ks=[2,4]", "figures=false"]
+    assert labels_cli(experiment, *args) == 0
+    (first,) = label_runs(experiment)
+    rewrite_at_same_size(sorted(image_tree.rglob("*.png"))[0])
+    capsys.readouterr()
+    assert labels_cli(experiment, *args) == 0
+    out = capsys.readouterr().out
+    assert f"dataset.root changed since finished run {first.info.run_id}" in out, out
+    runs = label_runs(experiment, "FINISHED")
+    assert len(runs) == 2 and runs[0].data.tags["visreps.run_key"] != runs[1].data.tags["visreps.run_key"]
+    assert runs[0].data.tags["visreps.config_key"] == runs[1].data.tags["visreps.config_key"]
 
 
 def test_stage_reports_bad_input_in_one_line(image_tree: Path, tmp_path: Path, experiment: str, monkeypatch,

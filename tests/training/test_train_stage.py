@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 import visreps.stages.train as train_stage
 from visreps.config import ConfigError, load_config
 from visreps.data.images import scan_class_folders, train_heldout_split
+from visreps.labels import LabelError
 from visreps.models import FeatureExtractor, load
 from visreps.tracking import stage_run, tracking_uri
 from visreps.training import TrainConfig, TrainingError
@@ -124,14 +125,15 @@ def test_killed_run_resumes_from_its_checkpoint(store: MlflowClient, tiny_tree: 
     monkeypatch.setattr(train_stage._RunLogger, "on_checkpoint", killed_after_epoch_one)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_stage.run_train_stage(config)
-    assert (train_stage.checkpoint_folder(config) / "epoch_001.pt").is_file()
+    folder = train_stage.prepare(config)[0].checkpoint_folder
+    assert (folder / "epoch_001.pt").is_file()
     monkeypatch.setattr(train_stage._RunLogger, "on_checkpoint", original)
     run_id = train_stage.run_train_stage(config)
     run = store.get_run(run_id)
     assert run.data.tags["visreps.resumed_from"].endswith("epoch_001.pt")
     assert sorted(m.step for m in store.get_metric_history(run_id, "heldout_accuracy")) == [0, 1, 2]
     assert load("models:/visreps-custom_cnn_small@k4-fine-s5").metadata["epoch"] == 2
-    assert not train_stage.checkpoint_folder(config).exists()  # local copies go once logged
+    assert not folder.exists()  # local copies go once logged
 
 
 def test_label_table_from_a_labels_run(store: MlflowClient, tiny_tree: Path) -> None:
@@ -149,9 +151,14 @@ def test_label_table_from_a_labels_run(store: MlflowClient, tiny_tree: Path) -> 
     assert loaded.metadata["label_table"] == uri
 
 
-def test_bad_input_fails_before_training(store: MlflowClient, tiny_tree: Path) -> None:
-    with pytest.raises(TrainingError, match="labels.source_name is not set"):
-        train_stage.run_train_stage(tiny_config(tiny_tree, labels__table="/x/k8.parquet"))
+def test_bad_input_fails_before_training(store: MlflowClient, tiny_tree: Path, tmp_path: Path) -> None:
+    collection = scan_class_folders(tiny_tree)
+    unnamed = tmp_path / "k2.csv"  # a table nobody recorded a label source for
+    pd.DataFrame({"image": collection.keys, "label": collection.fine_labels // 2}).to_csv(unnamed, index=False)
+    with pytest.raises(TrainingError, match="labels.source_name is not set and the label table records no source"):
+        train_stage.run_train_stage(tiny_config(tiny_tree, labels__table=str(unnamed)))
+    with pytest.raises(LabelError, match="does not exist"):
+        train_stage.run_train_stage(tiny_config(tiny_tree, labels__table="/x/k8.parquet", labels__source_name="x"))
     with pytest.raises(TrainingError, match="cannot fetch labels.table"):
         train_stage.run_train_stage(tiny_config(tiny_tree, labels__table="runs:/0123abc/label_tables/k8.parquet",
                                                 labels__source_name="x"))

@@ -56,18 +56,22 @@ def label_summary(result: CoarseLabelSet) -> dict[str, Any]:
 
 
 def write_label_outputs(result: CoarseLabelSet, folder: str | Path, *, seed: int = 0, figures: bool = True,
-                        csv: bool = True, n_pole_images: int = 8) -> dict[str, Any]:
-    """Write every artifact of a labels run under ``folder``; return the summary (also in summary.json)."""
+                        csv: bool = True, n_pole_images: int = 8, label_source: str = "") -> dict[str, Any]:
+    """Write every artifact of a labels run under ``folder``; return the summary (also in summary.json).
+
+    Parquet tables carry ``label_source`` in their metadata (``DataFrame.attrs``), so a copied table still says
+    where its labels came from.
+    """
     folder = Path(folder)
     for sub in ("label_tables", "pca", "figures"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     keys = result.keys
     for k, labels in result.labels.items():
-        table = build_label_table(keys, labels, result.split)
+        table = build_label_table(keys, labels, result.split, label_source)
         table.to_parquet(folder / label_table_artifact(k), index=False)
         if csv:
             table.to_csv(folder / label_table_artifact(k, "csv"), index=False)
-    fine = build_label_table(keys, result.fine_labels, result.split)
+    fine = build_label_table(keys, result.fine_labels, result.split, label_source)
     fine["class_name"] = [result.collection.class_names[c] for c in result.fine_labels]
     fine.to_parquet(folder / label_table_artifact("fine"), index=False)
     if csv:

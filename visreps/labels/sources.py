@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2 as transforms
 
+from visreps.fingerprints import state_dict_fingerprint
 from visreps.labels.errors import LabelError
 
 TokenRule = Literal["auto", "cls", "mean", "flatten"]
@@ -176,13 +177,11 @@ def source_fingerprint(source: FeatureSource) -> str:
     (a ``models:/name@alias`` that now points at another version gets another fingerprint).
     """
     digest = hashlib.sha256()
-    described = {key: value for key, value in source.describe().items() 
+    described = {key: value for key, value in source.describe().items()
                  if key not in ("name", "weights", "uri", "run_id", "transform")}
     digest.update(json.dumps(described, sort_keys=True, default=str).encode())
     digest.update(str(getattr(source, "transform", "")).encode())
     model = getattr(source, "model", None)
     if isinstance(model, torch.nn.Module):
-        for name, tensor in sorted(model.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(state_dict_fingerprint(model.state_dict()).encode())
     return digest.hexdigest()[:16]

@@ -7,18 +7,18 @@ folder classes at ``label_tables/fine.parquet``. Training reads a table back and
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from visreps.data.images import ImageCollection
+from visreps.fingerprints import files_fingerprint
 from visreps.labels.errors import LabelError
 
 LABEL_TABLE_COLUMNS = ("image", "label", "split")
 SPLIT_NAMES = ("train", "heldout")
+LABEL_SOURCE_ATTR = "label_source"
 
 
 def label_table_artifact(k: int | str, suffix: str = "parquet") -> str:
@@ -29,8 +29,11 @@ def label_table_artifact(k: int | str, suffix: str = "parquet") -> str:
     return f"label_tables/{name}.{suffix}"
 
 
-def build_label_table(keys, labels, split) -> pd.DataFrame:
-    """A table with columns image (str), label (int64), split ("train"/"heldout"), rows in ``keys`` order."""
+def build_label_table(keys, labels, split, label_source: str = "") -> pd.DataFrame:
+    """A table with columns image (str), label (int64), split ("train"/"heldout"), rows in ``keys`` order.
+
+    ``label_source`` (when given) is kept in ``attrs["label_source"]``, which Parquet files store and read back.
+    """
     keys = [str(key) for key in keys]
     labels = np.asarray(labels, dtype=np.int64)
     split = np.asarray(split, dtype=object)
@@ -40,7 +43,10 @@ def build_label_table(keys, labels, split) -> pd.DataFrame:
     if bad:
         raise LabelError(f"split values {bad} are not among {SPLIT_NAMES}")
     _raise_on_duplicates(keys, "label table")
-    return pd.DataFrame({"image": keys, "label": labels, "split": split.astype(str)})
+    table = pd.DataFrame({"image": keys, "label": labels, "split": split.astype(str)})
+    if label_source:
+        table.attrs[LABEL_SOURCE_ATTR] = label_source
+    return table
 
 
 def read_label_table(path: str | Path) -> pd.DataFrame:
@@ -120,10 +126,7 @@ def subset_collection(collection: ImageCollection, indices: np.ndarray) -> Image
     )
 
 
-def collection_fingerprint(collection: ImageCollection, include_sizes: bool = True) -> str:
-    """SHA-256 (first 16 hex) of the sorted keys, their fine classes and (optionally) file sizes in bytes."""
-    digest = hashlib.sha256()
-    for key, label in zip(collection.keys, collection.fine_labels.tolist()):
-        size = os.stat(collection.root / key).st_size if include_sizes else -1
-        digest.update(f"{key}\t{label}\t{size}\n".encode())
-    return digest.hexdigest()[:16]
+def collection_fingerprint(collection: ImageCollection) -> str:
+    """``files_fingerprint`` of the collection's files (relative path, size, mtime): adding, removing or
+    rewriting any image changes it."""
+    return files_fingerprint(collection.root, collection.keys)

@@ -1,12 +1,15 @@
 """Generate the built-in demo dataset (images, synthetic brain responses, behaviour) and log it to MLflow.
 
 The dataset is deterministic from its configuration and cached on disk under ``<home>/data``; the run logs the
-generator parameters, a sample image grid, and the split-half noise ceilings of every subject and region.
+generator parameters, a sample image grid, and the split-half noise ceilings of every subject and region. The
+run is re-used only while the files are those it recorded (``tree_fingerprint``); otherwise they are generated
+again.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +18,8 @@ from pydantic import Field
 from visreps.data.demo import DemoDataConfig, generate_demo_dataset, sample_image_grid
 from visreps.data.generic import GenericDataset
 from visreps.stages.common import add_config_arguments, stage_config
-from visreps.tracking import ensure_tracking_available, find_finished_run, stage_run
+from visreps.fingerprints import tree_fingerprint
+from visreps.tracking import ensure_tracking_available, reusable_run, stage_run
 
 STAGE = "demo_data"
 STAGE_VERSION = 1
@@ -75,14 +79,20 @@ def run_demo_data_stage(config: DemoDataStageConfig, parent_run_id: str | None =
     """Generate (or find) the demo dataset and its run; returns (run id, dataset root)."""
     ensure_tracking_available()
     demo = generate_demo_dataset(config)
-    previous = None if config.force else find_finished_run(STAGE, config, STAGE_VERSION)
+    inputs = {"data": tree_fingerprint(demo.root)}
+    previous = reusable_run(STAGE, config, STAGE_VERSION, inputs, config.force)
     if previous is not None:
-        print(f"demo_data: re-using finished run {previous.run_id} (identical configuration); data at {demo.root}")
+        print(f"demo_data: data at {demo.root}")
         return previous.run_id, demo.root
+    if demo.reused:  # files no finished run vouches for (changed, or force=true): generate them afresh
+        shutil.rmtree(demo.root)
+        demo = generate_demo_dataset(config)
+        inputs = {"data": tree_fingerprint(demo.root)}
     with stage_run(
         STAGE, config, STAGE_VERSION,
-        tags={"visreps.dataset": "demo", "visreps.data_fingerprint": demo.fingerprint},
-        run_name=f"demo-seed{config.seed}", parent_run_id=parent_run_id,
+        tags={"visreps.dataset": "demo", "visreps.data_fingerprint": inputs["data"],
+              "visreps.generator": demo.fingerprint},
+        run_name=f"demo-seed{config.seed}", parent_run_id=parent_run_id, inputs=inputs,
     ) as run:
         run.log_params({"data.root": str(demo.root)})
         run.log_artifact(demo.root / "generator.json")

@@ -14,7 +14,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
@@ -42,7 +41,7 @@ from visreps.labels.pretrained import build_timm_source, build_torchvision_sourc
 from visreps.labels.sources import FeatureSource, source_fingerprint
 from visreps.paths import cache_dir, ensure_writable_dir
 from visreps.stages.common import add_config_arguments, stage_config
-from visreps.tracking import client, find_finished_run, stage_run
+from visreps.tracking import reusable_run, stage_run
 
 STAGE = "labels"
 STAGE_VERSION = 1
@@ -97,6 +96,8 @@ class LabelsConfig(ConfigModel):
     """Configuration of the labels stage (defaults in configs/labels/default.yaml)."""
 
     experiment: str = Field("visreps-labels", json_schema_extra=_RUNTIME)
+    name: str = Field("", description="label source name for run tags, label tables and model aliases "
+                                      "(default pca_<source>: pca_pixels, pca_alexnet, pca_model)")
     dataset: DatasetSection = Field(default_factory=DatasetSection)
     source: SourceSection = Field(default_factory=SourceSection)
     ks: list[int] = Field(default_factory=lambda: [2, 4, 8, 16, 32, 64])
@@ -112,6 +113,15 @@ class LabelsConfig(ConfigModel):
     @classmethod
     def _powers_of_two(cls, ks: list[int]) -> list[int]:
         return check_ks(ks)
+
+    @property
+    def label_source(self) -> str:
+        """``name``, or ``pca_<source>`` (pixels, the timm/torchvision model name, or ``model``)."""
+        if self.name:
+            return self.name
+        source = "pixels" if self.source.kind == "pixels" else ("model" if self.source.kind == "model"
+                                                                else self.source.name)
+        return f"pca_{source}"
 
 
 CONFIG_CLASS = LabelsConfig
@@ -226,27 +236,16 @@ def run_labels_stage(config: LabelsConfig, parent_run_id: str | None = None) -> 
     fingerprint = collection_fingerprint(collection)
     source = build_source(config.source, config.seed)
     source_print = source_fingerprint(source)
-    if not config.force:
-        found = find_finished_run(STAGE, config, STAGE_VERSION)
-        same = found is not None and found.tags.get("visreps.dataset_fingerprint") == fingerprint \
-            and found.tags.get("visreps.source_fingerprint") == source_print
-        if same:
-            print(f"labels: reusing finished run {found.run_id} (identical configuration, images and source "
-                  "weights; force=true recomputes)")
-            launcher = os.environ.get("MLFLOW_RUN_ID")
-            if launcher and launcher != found.run_id:
-                client().set_tag(launcher, "visreps.reused_run_id", found.run_id)
-            return found.run_id
-        if found is not None:
-            print(f"labels: run {found.run_id} has the same configuration but other images or source weights; "
-                  "recomputing")
+    inputs = {"dataset.root": fingerprint, "source": source_print}
+    previous = reusable_run(STAGE, config, STAGE_VERSION, inputs, config.force)
+    if previous is not None:
+        return previous.run_id
     device = resolve_device(config.compute.device)
     described = source.describe()
     tags = {
-        "visreps.source": source.name, "visreps.label_source": source.name,
+        "visreps.source": source.name, "visreps.label_source": config.label_source,
         "visreps.layer": described.get("layer", ""), "visreps.dataset": Path(config.dataset.root).name,
-        "visreps.dataset_fingerprint": fingerprint, "visreps.data_fingerprint": fingerprint,
-        "visreps.source_fingerprint": source_print,
+        "visreps.data_fingerprint": fingerprint,
         "visreps.n_pcs": n_pcs, "visreps.seed": config.seed, "visreps.ks": ",".join(map(str, config.ks)),
     }
     cache_root = ensure_writable_dir(config.compute.cache_dir, "compute.cache_dir") if config.compute.cache_dir \
@@ -255,7 +254,8 @@ def run_labels_stage(config: LabelsConfig, parent_run_id: str | None = None) -> 
     source.to(device)
     check_n_components(n_pcs, probe_feature_dim(collection, source, config.dataset.on_corrupt_image, device), fit_count)
     run_name = f"labels-{source.name}-k{max(config.ks)}"
-    with stage_run(STAGE, config, STAGE_VERSION, tags=tags, run_name=run_name, parent_run_id=parent_run_id) as run:
+    with stage_run(STAGE, config, STAGE_VERSION, tags=tags, run_name=run_name, parent_run_id=parent_run_id,
+                   inputs=inputs) as run:
         with tempfile.TemporaryDirectory(prefix="visreps-labels-", dir=cache_root) as scratch:
             result = derive_coarse_labels(
                 collection, source, heldout, config.ks, n_pcs=n_pcs, fit_split=config.pca.fit_split,
@@ -266,7 +266,7 @@ def run_labels_stage(config: LabelsConfig, parent_run_id: str | None = None) -> 
             )
             out = Path(scratch) / "artifacts"
             summary = write_label_outputs(result, out, seed=config.seed, figures=config.figures, csv=config.csv,
-                                          n_pole_images=config.n_pole_images)
+                                          n_pole_images=config.n_pole_images, label_source=config.label_source)
             run.log_artifacts(out)
         run.log_dict(described, "source.json")
         run.log_params({

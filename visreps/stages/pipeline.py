@@ -153,7 +153,7 @@ def plan(config: PipelineConfig) -> list[Job]:
         for name, section in config.label_sources.items():
             takes_fine_model = name == config.fine_model_source
             labels = child_config(LabelsConfig, "labels", section,
-                                  common + ([f"source.name={FINE_MODEL}"] if takes_fine_model else []),
+                                  common + [f"name={name}"] + ([f"source.name={FINE_MODEL}"] if takes_fine_model else []),
                                   f"label_sources.{name}")
             if takes_fine_model and labels.source.kind != "model":
                 raise PipelineError(f"label source {name!r} takes the fine-label network: it needs source.kind=model")

@@ -6,8 +6,9 @@ Examples:
       labels.source_name=pca_alexnet seed=1
   torchrun --nproc-per-node 4 -m visreps.cli train dataset.root=... (DDP; see docs/training.md)
 
-An identical finished run (same result-affecting config) is re-used unless force=true. A killed run resumes
-from its newest checkpoint in <home>/checkpoints/train/<run key>/ when launched again with the same config.
+A finished run with the same result-affecting config and the same inputs (image tree, label table content) is
+re-used unless force=true (docs/reuse.md). A killed run resumes from its newest checkpoint in
+<home>/checkpoints/train/<run key>/ when launched again, continuing the same MLflow run.
 """
 
 from __future__ import annotations
@@ -16,24 +17,27 @@ import argparse
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from visreps.data.images import scan_class_folders
-from visreps.labels.tables import collection_fingerprint, read_label_table
+from visreps.data.images import ImageCollection, scan_class_folders
+from visreps.fingerprints import content_fingerprint
+from visreps.labels.tables import LABEL_SOURCE_ATTR, collection_fingerprint, read_label_table
 from visreps.models import load_file, save_model_file
 from visreps.paths import home
 from visreps.stages.common import add_config_arguments, stage_config
-from visreps.tracking import StageRun, download_artifacts, ensure_tracking_available, find_finished_run, run_key, stage_run
+from visreps.tracking import (
+    StageRun, client, download_artifacts, ensure_tracking_available, reusable_run, run_key, stage_run,
+)
 from visreps.tracking.models import (
     EPOCH0_ARTIFACT, MODEL_ARTIFACT, PYTORCH_FLAVOUR_ARTIFACT, ensure_registered, log_model_file,
     log_pytorch_flavour, model_alias, registered_model_name, system_metrics,
 )
 from visreps.training import TrainConfig, Trainer, TrainingError, TrainingLabels, export_model_file, training_labels
-from visreps.training.checkpoints import checkpoint_name
+from visreps.training.checkpoints import CHECKPOINT_PATTERN, checkpoint_name, latest_checkpoint
 from visreps.training.distributed import (
     DistContext, barrier, broadcast_object, init_distributed, shutdown_distributed,
 )
@@ -54,9 +58,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def checkpoint_folder(config: TrainConfig) -> Path:
-    """Local checkpoints of this configuration: ``<home>/checkpoints/train/<run key>`` (found again on re-launch)."""
-    return home() / "checkpoints" / STAGE / run_key(STAGE, config, STAGE_VERSION)
+def checkpoint_folder(key: str) -> Path:
+    """Local checkpoints of run key ``key`` (configuration + inputs): ``<home>/checkpoints/train/<key>``."""
+    return home() / "checkpoints" / STAGE / key
 
 
 def dataset_root(config: TrainConfig) -> Path:
@@ -80,10 +84,24 @@ def dataset_name(config: TrainConfig) -> str:
     return f"{root.parent.name}/{root.name}" if root.parent.name else root.name
 
 
-def read_labels_spec(spec: str) -> pd.DataFrame | None:
-    """``fine`` -> None (folder classes); a ``runs:/<id>/<path>`` artifact or a local .parquet/.csv -> the table."""
+@dataclass
+class LabelTable:
+    """A label table read for training: the rows, its file's content fingerprint, the label source it records."""
+
+    frame: pd.DataFrame
+    fingerprint: str
+    recorded_source: str
+
+
+def read_labels_spec(spec: str) -> LabelTable | None:
+    """``fine`` -> None (folder classes); a ``runs:/<id>/<path>`` artifact or a local .parquet/.csv -> the table.
+
+    The recorded label source is the labels run's ``visreps.label_source`` tag (``runs:/``) or the table's own
+    Parquet metadata (tables written by the labels stage carry it); ``""`` when nothing records one.
+    """
     if spec == "fine":
         return None
+    recorded = ""
     if spec.startswith("runs:/"):
         body = spec[len("runs:/"):].strip("/")
         if "/" not in body:
@@ -91,33 +109,68 @@ def read_labels_spec(spec: str) -> pd.DataFrame | None:
         run_id, artifact = body.split("/", 1)
         try:
             local = download_artifacts(run_id, artifact)
+            recorded = client().get_run(run_id).data.tags.get("visreps.label_source", "")
         except Exception as error:  # MLflow raises several types for a missing run or artifact
             raise TrainingError(f"cannot fetch labels.table={spec!r}: {str(error).splitlines()[0]}") from None
-        return read_label_table(local)
-    return read_label_table(Path(spec).expanduser())
+    else:
+        local = Path(spec).expanduser()
+    frame = read_label_table(local)
+    recorded = recorded or str(frame.attrs.get(LABEL_SOURCE_ATTR, ""))
+    return LabelTable(frame, content_fingerprint(local), recorded)
+
+
+def with_label_source(config: TrainConfig, table: LabelTable | None) -> TrainConfig:
+    """``config`` with ``labels.source_name`` checked against (or taken from) what the table records."""
+    if table is None:
+        return config
+    given, recorded = config.labels.source_name, table.recorded_source
+    if given and recorded and given != recorded:
+        raise TrainingError(
+            f"labels.source_name={given!r} disagrees with the label table {config.labels.table}, which was made by "
+            f"label source {recorded!r}; pass labels.source_name={recorded} or leave it unset to take it from the table")
+    if given:
+        return config
+    if not recorded:
+        raise TrainingError("labels.source_name is not set and the label table records no source; name it "
+                            "(e.g. labels.source_name=pca_pixels): it goes into the run tags and the model's alias")
+    return config.model_copy(update={"labels": config.labels.model_copy(update={"source_name": recorded})})
 
 
 @dataclass
-class _Plan:
+class TrainPlan:
+    """What rank 0 settles before any training: the resolved config, its inputs, a run to re-use or the table."""
+
+    config: TrainConfig
+    inputs: dict[str, str] = field(default_factory=dict)
     reuse_run_id: str | None = None
     table: pd.DataFrame | None = None
     error: str | None = None
 
+    @property
+    def run_key(self) -> str:
+        return run_key(STAGE, self.config, STAGE_VERSION, self.inputs)
 
-def _plan(config: TrainConfig) -> _Plan:
-    """Rank 0: check the store and the inputs, find a finished identical run, read the label table."""
+    @property
+    def checkpoint_folder(self) -> Path:
+        return checkpoint_folder(self.run_key)
+
+
+def prepare(config: TrainConfig) -> tuple[TrainPlan, ImageCollection]:
+    """Rank 0: check the store and the inputs, fingerprint them, find a finished identical run, read the table."""
     ensure_tracking_available()
-    if config.labels.table != "fine" and not config.label_source:
-        raise TrainingError("labels.source_name is not set; name the label source (e.g. labels.source_name=pca_pixels): "
-                            "it goes into the run tags and the registered model's alias")
     root = dataset_root(config)
     if not root.is_dir():
         raise TrainingError(f"dataset.root={config.dataset.root!r}: folder {root} does not exist")
-    if not config.force:
-        previous = find_finished_run(STAGE, config, STAGE_VERSION)
-        if previous is not None:
-            return _Plan(reuse_run_id=previous.run_id)
-    return _Plan(table=read_labels_spec(config.labels.table))
+    table = read_labels_spec(config.labels.table)
+    config = with_label_source(config, table)
+    collection = scan_class_folders(root)
+    inputs = {"dataset.root": collection_fingerprint(collection)}
+    if table is not None:
+        inputs["labels.table"] = table.fingerprint
+    previous = reusable_run(STAGE, config, STAGE_VERSION, inputs, config.force)
+    if previous is not None:
+        return TrainPlan(config, inputs, reuse_run_id=previous.run_id), collection
+    return TrainPlan(config, inputs, table=None if table is None else table.frame), collection
 
 
 def _version_tags(config: TrainConfig, labels: TrainingLabels, epoch: int, run_id: str) -> dict[str, Any]:
@@ -144,14 +197,21 @@ def register_models(config: TrainConfig, run_id: str, k: int, tags: dict[str, An
 
 
 class _RunLogger:
-    """Trainer callbacks: per-epoch metrics and checkpoints into the MLflow run."""
+    """Trainer callbacks: per-epoch metrics and checkpoints into the MLflow run.
 
-    def __init__(self, run: StageRun, log_checkpoints: bool) -> None:
+    ``logged_through``: epochs up to this one are already in the run (a continued run resumed from that
+    checkpoint), so the trainer's replay of the checkpoint's history is not logged twice.
+    """
+
+    def __init__(self, run: StageRun, log_checkpoints: bool, logged_through: int = -1) -> None:
         self.run = run
         self.log_checkpoints = log_checkpoints
+        self.logged_through = logged_through
         self.logged: set[int] = set()
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        if epoch <= self.logged_through:
+            return
         self.run.log_metrics({key: value for key, value in metrics.items() if key != "epoch"}, step=epoch)
 
     def on_checkpoint(self, epoch: int, path: Path) -> None:
@@ -197,9 +257,9 @@ def _log_results(run: StageRun, config: TrainConfig, labels: TrainingLabels, res
     return uris
 
 
-def _train(config: TrainConfig, labels: TrainingLabels, context: DistContext, run: StageRun | None) -> Trainer:
-    folder = checkpoint_folder(config)
-    logger = _RunLogger(run, config.log_checkpoints) if run is not None else None
+def _train(config: TrainConfig, labels: TrainingLabels, context: DistContext, run: StageRun | None,
+           folder: Path, logged_through: int = -1) -> Trainer:
+    logger = _RunLogger(run, config.log_checkpoints, logged_through) if run is not None else None
     trainer = Trainer(config, labels, context=context, checkpoint_dir=folder, callbacks=logger)
     result = trainer.fit()
     if run is not None:
@@ -218,36 +278,42 @@ def run_train_stage(config: TrainConfig, parent_run_id: str | None = None) -> st
         shutdown_distributed(context)
 
 
+def _checkpoint_epoch(path: Path | None) -> int:
+    match = CHECKPOINT_PATTERN.match(path.name) if path is not None else None
+    return int(match.group(1)) if match else -1
+
+
 def _run_stage(config: TrainConfig, parent_run_id: str | None, context: DistContext) -> str:
-    plan = None
+    plan, collection = None, None
     if context.is_main:
         try:
-            plan = _plan(config)
+            plan, collection = prepare(config)
         except Exception as error:
             if not context.enabled:
                 raise
-            plan = _Plan(error=f"{type(error).__name__}: {error}")
-            broadcast_object(context, plan)
+            broadcast_object(context, TrainPlan(config, error=f"{type(error).__name__}: {error}"))
             raise
     plan = broadcast_object(context, plan)
     if plan.error is not None:
         raise TrainingError(f"rank 0 could not prepare the run: {plan.error}")
+    config = plan.config
     if plan.reuse_run_id is not None:
         if context.is_main and config.register:
             _reuse(config, plan.reuse_run_id)
         return plan.reuse_run_id
-    collection = scan_class_folders(dataset_root(config))
+    if collection is None:  # ranks other than 0 list the images themselves
+        collection = scan_class_folders(dataset_root(config))
     labels = training_labels(
         collection, plan.table, table_name=config.labels.table, num_classes=config.labels.num_classes,
         heldout_fraction=config.dataset.heldout_fraction, split_seed=config.dataset.split_seed,
         allow_unlabelled=config.labels.allow_unlabelled,
     )
-    folder = checkpoint_folder(config)
+    folder = plan.checkpoint_folder
     if config.force and context.is_main and folder.exists():
         shutil.rmtree(folder)
     barrier(context)
     if not context.is_main:
-        _train(config, labels, context, None)
+        _train(config, labels, context, None, folder)
         return str(broadcast_object(context, None))
     tags = {
         "visreps.dataset": dataset_name(config),
@@ -255,18 +321,23 @@ def _run_stage(config: TrainConfig, parent_run_id: str | None, context: DistCont
         "visreps.K": labels.num_classes,
         "visreps.seed": config.seed,
         "visreps.architecture": config.model.architecture,
-        "visreps.data_fingerprint": collection_fingerprint(collection, include_sizes=False),
+        "visreps.data_fingerprint": plan.inputs["dataset.root"],
         "visreps.labels_fingerprint": labels.fingerprint,
         "visreps.world_size": context.world_size,
         "visreps.device": str(context.device),
     }
     run_name = f"train-{config.model.architecture}-k{labels.num_classes}-{config.label_source}-s{config.seed}"
-    with stage_run(STAGE, config, STAGE_VERSION, tags=tags, run_name=run_name, parent_run_id=parent_run_id) as run:
+    checkpoint = latest_checkpoint(folder)
+    with stage_run(STAGE, config, STAGE_VERSION, tags=tags, run_name=run_name, parent_run_id=parent_run_id,
+                   inputs=plan.inputs, resume=checkpoint is not None) as run:
+        if checkpoint is not None:
+            print(f"train: resuming from checkpoint {checkpoint} (epoch {_checkpoint_epoch(checkpoint)} of "
+                  f"{config.epochs}); " + (f"continuing run {run.run_id}" if run.continued else f"run {run.run_id}"))
         run.log_params({"resolved.K": labels.num_classes, "resolved.image_size": config.image_size,
                         "resolved.n_train": len(labels.train_indices), "resolved.n_heldout": len(labels.heldout_indices),
                         "resolved.dataset_root": str(collection.root)})
         with system_metrics(run.run_id, config.system_metrics):
-            _train(config, labels, context, run)
+            _train(config, labels, context, run, folder, _checkpoint_epoch(checkpoint) if run.continued else -1)
     if config.log_checkpoints and folder.exists():
         shutil.rmtree(folder, ignore_errors=True)
     broadcast_object(context, run.run_id)
@@ -275,12 +346,9 @@ def _run_stage(config: TrainConfig, parent_run_id: str | None, context: DistCont
 
 def _reuse(config: TrainConfig, run_id: str) -> None:
     """Make sure a re-used run's models are registered and the aliases point at them."""
-    from visreps.tracking import client
-
     tags = client().get_run(run_id).data.tags
     k = int(tags.get("visreps.K", "0"))
     version_tags = {"K": k, "label_source": config.label_source, "seed": config.seed,
                     "architecture": config.model.architecture, "image_size": config.image_size,
                     "dataset": tags.get("visreps.dataset", ""), "run_id": run_id}
     register_models(config, run_id, k, version_tags)
-    print(f"train: re-using finished run {run_id} (identical configuration)")

@@ -1,5 +1,6 @@
 """The only part of visreps that talks to MLflow: stores, stage runs, artifacts, the Model Registry."""
 
+from visreps.tracking.identity import run_key
 from visreps.tracking.runs import (
     COMPLETE_TAG,
     FinishedRun,
@@ -9,7 +10,7 @@ from visreps.tracking.runs import (
     experiment_id,
     find_finished_run,
     finished_run,
-    run_key,
+    reusable_run,
     stage_run,
 )
 from visreps.tracking.store import (
@@ -35,6 +36,7 @@ __all__ = [
     "finished_run",
     "git_commit",
     "is_embedded",
+    "reusable_run",
     "run_key",
     "stage_run",
     "tracking_uri",

@@ -1,27 +1,38 @@
 """Stage runs: start one (or continue the run `mlflow run` created), log to it, find an identical finished one.
 
-Every stage run carries the tags ``visreps.stage``, ``visreps.stage_version``, ``visreps.config_hash``,
-``visreps.run_key`` (stage + version + config hash), ``visreps.git_commit``; the resolved configuration whole as
-``config.yaml`` and flattened as params; and ``visreps.complete = true`` only once the stage has finished all
-its work, so an interrupted run never looks finished.
+Every stage run carries the tags ``visreps.stage``, ``visreps.stage_version``, ``visreps.config_hash``, the
+identity tags of ``visreps.tracking.identity`` (``visreps.config_key``, ``visreps.run_key`` = configuration +
+input fingerprints, ``visreps.input.<name>``, owner and heartbeat), ``visreps.git_commit``; the resolved
+configuration whole as ``config.yaml`` and flattened as params; and ``visreps.complete = true`` only once the
+stage has finished all its work, so an interrupted run never looks finished.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from visreps.config import ConfigModel, config_hash, flatten_config, to_yaml
+from visreps.tracking.identity import (
+    PID_TAG,
+    Heartbeat,
+    RunIdentity,
+    describe_live,
+    end_orphans,
+    is_live,
+    owner_tags,
+    run_key,
+    running_runs,
+)
 from visreps.tracking.store import (
     TrackingError,
     ensure_tracking_available,
@@ -38,12 +49,6 @@ _PARAM_VALUE_LIMIT = 6000
 def client() -> MlflowClient:
     """An MlflowClient on the configured store (checked to be reachable)."""
     return MlflowClient(tracking_uri=ensure_tracking_available())
-
-
-def run_key(stage: str, config: ConfigModel, stage_version: int) -> str:
-    """Identity of a stage run's result: equal keys mean a finished run can be reused."""
-    text = f"{stage}:{stage_version}:{config_hash(config)}"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def experiment_id(name: str, mlflow_client: MlflowClient | None = None) -> str:
@@ -64,6 +69,7 @@ class StageRun:
     run_id: str
     experiment_id: str
     mlflow_client: MlflowClient = field(repr=False)
+    continued: bool = False  # True when this run continues an orphan of the same run key (a resumed training)
 
     @property
     def artifact_uri(self) -> str:
@@ -143,6 +149,46 @@ def _claim_launcher_run() -> str | None:
     return os.environ.pop("MLFLOW_RUN_ID", None) or None
 
 
+#: tags of the run `mlflow run` created that are copied when the stage logs into another experiment
+_LAUNCHER_TAG_PREFIXES = ("mlflow.project.", "mlflow.source.", "mlflow.gitRepoURL", "mlflow.user")
+
+
+def _open_run(mlflow_client: MlflowClient, experiment_name: str, identity: RunIdentity, run_name: str | None,
+              parent_run_id: str | None, resume: bool) -> tuple[StageRun, list[Any]]:
+    """The run to log to, and the orphans of the same run key it takes over (see ``visreps.tracking.identity``).
+
+    Order: the run `mlflow run` created when it is in the configured experiment; else, with ``resume``, the newest
+    orphan; else a new run. A launcher run in another experiment (MLflow's Default) is tagged with the id of the
+    run that holds the results. A live run of the same key is an error: the same work must not run twice.
+    """
+    running = running_runs(mlflow_client, identity.key)
+    live = [run for run in running if is_live(run.data.tags)]
+    if live:
+        raise TrackingError(
+            f"{identity.stage}: run {live[0].info.run_id} with the same configuration and inputs is in progress "
+            f"({describe_live(live[0].data.tags)}); wait for it to finish, or stop that process and launch again")
+    orphans = list(running)
+    exp_id = experiment_id(experiment_name, mlflow_client)
+    launcher = _claim_launcher_run()
+    launcher_run = mlflow_client.get_run(launcher) if launcher else None
+    if launcher_run is not None and launcher_run.info.experiment_id == exp_id:
+        return StageRun(launcher, exp_id, mlflow_client), orphans
+    if launcher_run is None and resume and orphans:
+        return StageRun(orphans[0].info.run_id, exp_id, mlflow_client, continued=True), orphans[1:]
+    tags = {"mlflow.runName": run_name} if run_name else {}
+    if parent_run_id and mlflow_client.get_run(parent_run_id).info.experiment_id == exp_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    if launcher_run is not None:
+        tags.update({key: value for key, value in launcher_run.data.tags.items()
+                     if key.startswith(_LAUNCHER_TAG_PREFIXES)})
+        tags["visreps.launcher_run_id"] = launcher
+    created = mlflow_client.create_run(exp_id, run_name=run_name, tags=tags or None)
+    if launcher_run is not None:
+        mlflow_client.set_tag(launcher, "visreps.stage_run_id", created.info.run_id)
+        mlflow_client.set_tag(launcher, "mlflow.runName", f"{identity.stage} -> {experiment_name}")
+    return StageRun(created.info.run_id, exp_id, mlflow_client), orphans
+
+
 @contextmanager
 def stage_run(
     stage: str,
@@ -152,40 +198,42 @@ def stage_run(
     experiment: str | None = None,
     run_name: str | None = None,
     parent_run_id: str | None = None,
+    inputs: Mapping[str, str] | None = None,
+    resume: bool = False,
 ) -> Iterator[StageRun]:
     """Start (or continue) the run of ``stage``; log config, params and tags; close it FINISHED or FAILED.
 
     The experiment is ``experiment``, else ``config.experiment`` if the config has one, else ``visreps-<stage>``.
-    ``visreps.complete`` is set only when the body returns without error.
+    ``inputs`` (name -> fingerprint) are part of the run key; ``resume=True`` continues an orphaned run of the
+    same key (``StageRun.continued``) instead of ending it as KILLED. ``visreps.complete`` is set only when the
+    body returns without error; a heartbeat thread keeps ``visreps.heartbeat`` fresh while it runs.
     """
     mlflow_client = client()
     experiment_name = experiment or getattr(config, "experiment", None) or f"visreps-{stage}"
-    launcher_run = _claim_launcher_run()
+    identity = RunIdentity(stage, config, stage_version, dict(inputs or {}))
+    run, orphans = _open_run(mlflow_client, experiment_name, identity, run_name, parent_run_id, resume)
+    end_orphans(mlflow_client, orphans, run.run_id)
     all_tags = {
         "visreps.stage": stage,
         "visreps.stage_version": stage_version,
         "visreps.config_hash": config_hash(config),
-        "visreps.run_key": run_key(stage, config, stage_version),
+        **identity.tags(),
         "visreps.git_commit": git_commit(),
         COMPLETE_TAG: "false",
+        **owner_tags(),
         **(tags or {}),
     }
     if parent_run_id:
         all_tags["visreps.parent_run_id"] = parent_run_id
-    if launcher_run:
-        run_info = mlflow_client.get_run(launcher_run).info
-        run = StageRun(run_info.run_id, run_info.experiment_id, mlflow_client)
-    else:
-        exp_id = experiment_id(experiment_name, mlflow_client)
-        if parent_run_id and mlflow_client.get_run(parent_run_id).info.experiment_id == exp_id:
-            all_tags["mlflow.parentRunId"] = parent_run_id
-        created = mlflow_client.create_run(exp_id, run_name=run_name, tags={"mlflow.runName": run_name} if run_name else None)
-        run = StageRun(created.info.run_id, exp_id, mlflow_client)
+    if run.continued:
+        previous = mlflow_client.get_run(run.run_id).data.tags.get(PID_TAG, "?")
+        all_tags["visreps.continued_after_pid"] = previous
     run.set_tags(all_tags)
     run.log_params(flatten_config(config))
     run.log_text(to_yaml(config), "config.yaml")
     try:
-        yield run
+        with Heartbeat(ensure_tracking_available(), run.run_id):
+            yield run
     except KeyboardInterrupt:
         mlflow_client.set_terminated(run.run_id, "KILLED")
         raise
@@ -209,23 +257,52 @@ class FinishedRun:
     metrics: dict[str, float]
 
 
-def find_finished_run(stage: str, config: ConfigModel, stage_version: int = 1) -> FinishedRun | None:
-    """The newest complete, FINISHED run of ``stage`` with an identical result-affecting config, or None."""
-    mlflow_client = client()
+def _newest_complete(mlflow_client: MlflowClient, tag: str, value: str) -> Any | None:
     experiment_ids = [e.experiment_id for e in mlflow_client.search_experiments()]
     if not experiment_ids:
         return None
-    key = run_key(stage, config, stage_version)
     found = mlflow_client.search_runs(
         experiment_ids,
-        filter_string=(
-            f"tags.`visreps.run_key` = '{key}' and tags.`{COMPLETE_TAG}` = 'true' "
-            "and attributes.status = 'FINISHED'"
-        ),
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
+        filter_string=f"tags.`{tag}` = '{value}' and tags.`{COMPLETE_TAG}` = 'true' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=1,
     )
-    return _as_finished(found[0]) if found else None
+    return found[0] if found else None
+
+
+def find_finished_run(stage: str, config: ConfigModel, stage_version: int = 1,
+                      inputs: Mapping[str, str] | None = None) -> FinishedRun | None:
+    """The newest complete, FINISHED run of ``stage`` with the same run key (configuration and inputs), or None."""
+    found = _newest_complete(client(), "visreps.run_key", run_key(stage, config, stage_version, inputs))
+    return _as_finished(found) if found is not None else None
+
+
+def reusable_run(stage: str, config: ConfigModel, stage_version: int = 1, inputs: Mapping[str, str] | None = None,
+                 force: bool = False) -> FinishedRun | None:
+    """The finished run a stage re-uses instead of running, or None; prints one line saying which, or why not.
+
+    Re-used only when configuration *and* inputs are the same; when only the inputs differ from the newest
+    finished run of the same configuration, the line names them. Under `mlflow run`, the launcher's run is tagged
+    ``visreps.reused_run_id`` so it points at the result. ``force`` re-uses nothing.
+    """
+    if force:
+        return None
+    identity = RunIdentity(stage, config, stage_version, dict(inputs or {}))
+    mlflow_client = client()
+    found = _newest_complete(mlflow_client, "visreps.run_key", identity.key)
+    if found is not None:
+        print(f"{stage}: re-using finished run {found.info.run_id} (same configuration and inputs; "
+              "force=true recomputes)")
+        launcher = os.environ.get("MLFLOW_RUN_ID")
+        if launcher and launcher != found.info.run_id:
+            mlflow_client.set_tag(launcher, "visreps.reused_run_id", found.info.run_id)
+            mlflow_client.set_tag(launcher, "mlflow.runName", f"{stage} -> reused {found.info.run_id[:8]}")
+        return _as_finished(found)
+    same_config = _newest_complete(mlflow_client, "visreps.config_key", identity.config_key)
+    if same_config is not None:
+        changed = identity.changed_inputs(same_config.data.tags)
+        print(f"{stage}: {', '.join(changed) or 'inputs'} changed since finished run {same_config.info.run_id} "
+              "(same configuration); running again")
+    return None
 
 
 def _as_finished(run: Any) -> FinishedRun:

@@ -103,10 +103,13 @@ def ensure_tracking_available(timeout_s: float = 10.0) -> str:
 
 
 def experiment_artifact_location(experiment_name: str) -> str | None:
-    """Artifact folder URI for a new experiment in the embedded store (None: let the server decide)."""
-    if not is_embedded(tracking_uri()):
+    """Artifact folder URI for a new experiment in a SQLite store: ``<database folder>/mlartifacts/<name>``, so
+    artifacts sit beside the database whatever the working directory (MLflow's default is ``./mlruns`` of the
+    process that creates the experiment). None for a server, which decides itself."""
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:///"):
         return None
-    _, artifacts = embedded_paths()
+    artifacts = Path(uri[len("sqlite:///"):]).expanduser().resolve().parent / "mlartifacts"
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in experiment_name)
     return (artifacts / safe).as_uri()
 
