@@ -27,7 +27,8 @@ from visreps.models import create_model
 from visreps.training.data import BatchStream, DecodedImages
 from visreps.training.schedule import build_optimiser
 from visreps.training.trainer import resolve_amp
-from visreps.training.transforms import prepare_batch, resize_size
+from visreps.data.images import resize_size
+from visreps.training.transforms import prepare_batch
 
 VARIANTS = {
     # name: (channels_last, amp mode, compile)

@@ -33,6 +33,20 @@ def isolated_visreps_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
             os.environ[key] = value
 
 
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory):
+    """A fresh VISREPS_HOME (embedded SQLite store) for one test module; its MlflowClient."""
+    from mlflow import MlflowClient
+
+    from visreps.tracking import tracking_uri
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv("VISREPS_HOME", str(tmp_path_factory.mktemp("module_home")))
+    patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield MlflowClient(tracking_uri=tracking_uri())
+    patch.undo()
+
+
 def rewrite_at_same_size(image: Path) -> None:
     """Change one pixel of a PNG and write it back with exactly its old size in bytes (zero padding after the
     image end, which readers ignore): only the content and the modification time differ."""

@@ -3,7 +3,6 @@ input ending in one clear line on stderr with exit status 2 before any work."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path

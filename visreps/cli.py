@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "demo_data": "visreps.stages.demo_data",
     "labels": "visreps.stages.labels",
     "train": "visreps.stages.train",
+    "evaluate": "visreps.stages.evaluate",
     "pipeline": "visreps.stages.pipeline",
     "score": "visreps.stages.score",
     "datasets": "visreps.stages.datasets",

@@ -38,17 +38,6 @@ def test_module_source_reads_a_layer_before_an_inplace_relu() -> None:
         ModuleSource(model, "fc9", None, "toy")
 
 
-def test_token_rules_on_transformer_outputs() -> None:
-    from visreps.labels.sources import reduce_tokens
-
-    tokens = torch.arange(24.0).reshape(2, 3, 4)
-    torch.testing.assert_close(reduce_tokens(tokens, "auto"), tokens[:, 0])
-    torch.testing.assert_close(reduce_tokens(tokens, "mean"), tokens.mean(dim=1))
-    assert reduce_tokens(tokens, "flatten").shape == (2, 12)
-    with pytest.raises(LabelError, match="needs a \\(batch, tokens, dim\\)"):
-        reduce_tokens(torch.zeros(2, 5), "cls")
-
-
 def test_torchvision_alexnet_default_is_second_fc_after_relu() -> None:
     assert default_layer("torchvision", "alexnet") == ("classifier.5", "flatten")
     source = build_torchvision_source("alexnet", weights="random", seed=0)

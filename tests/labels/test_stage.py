@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import rewrite_at_same_size
+from visreps.activations import ActivationReader
 from visreps.cli import main
 from visreps.data.images import load_rgb, scan_class_folders, train_heldout_split
 from visreps.labels import fix_signs, validate_label_table
@@ -159,7 +160,8 @@ def test_max_images_keeps_the_training_split(image_tree: Path, experiment: str) 
 
 def test_labels_from_a_model_trained_by_visreps(image_tree: Path, tmp_path: Path, experiment: str) -> None:
     models = pytest.importorskip("visreps.models")
-    from visreps.training.transforms import normalise, resize_and_crop
+    from visreps.data.images import resize_and_crop
+    from visreps.training.transforms import normalise
 
     torch.manual_seed(0)
     network = models.create_model("custom_cnn_small", 4).eval()
@@ -175,7 +177,7 @@ def test_labels_from_a_model_trained_by_visreps(image_tree: Path, tmp_path: Path
     collection = scan_class_folders(image_tree)
     images = torch.stack([torch.from_numpy(np.asarray(resize_and_crop(load_rgb(collection.path(i)), 64)).copy())
                           .permute(2, 0, 1) for i in range(len(collection))])
-    with models.FeatureExtractor(network, ["fc2_post"]) as extractor:
+    with ActivationReader(network, ["fc2_post"]) as extractor:
         x = extractor(normalise(images))["fc2_post"].double().numpy()
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     fit = np.ones(len(x), dtype=bool)

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from visreps.models import CustomCNN, FeatureExtractor, create_model, extraction_points
+from visreps.activations import ActivationReader
+from visreps.models import CustomCNN, create_model, extraction_points
 
 SPEC_SIZES_224 = {
     "conv1": 96 * 55 * 55, "conv2": 256 * 27 * 27, "conv3": 384 * 13 * 13, "conv4": 384 * 13 * 13,
@@ -51,7 +52,7 @@ def test_layer_geometry(full_model: CustomCNN) -> None:
 def test_extraction_points_and_sizes_at_224(full_model: CustomCNN) -> None:
     points = extraction_points(full_model)
     assert points == [f"{layer}_{kind}" for layer in SPEC_SIZES_224 for kind in ("pre", "post")]
-    with FeatureExtractor(full_model, points) as extractor:
+    with ActivationReader(full_model, points) as extractor:
         features = extractor(torch.randn(2, 3, 224, 224))
     for layer, size in SPEC_SIZES_224.items():
         assert features[f"{layer}_pre"].shape == (2, size)
@@ -77,7 +78,7 @@ def test_small_variant_keeps_the_fourteen_points_at_64() -> None:
     model = create_model("custom_cnn_small", 8).eval()
     points = extraction_points(model)
     assert len(points) == 14
-    with FeatureExtractor(model, points) as extractor:
+    with ActivationReader(model, points) as extractor:
         features = extractor(torch.randn(3, 3, 64, 64))
     assert features["conv1_pre"].shape == (3, 16 * 32 * 32)
     assert features["conv2_pre"].shape == (3, 48 * 15 * 15)

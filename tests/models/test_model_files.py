@@ -86,3 +86,13 @@ def test_weights_of_another_shape_are_refused(tmp_path: Path) -> None:
     path = save_model_file(tmp_path / "m.pt", model, {**_metadata(3), "num_classes": 4})
     with pytest.raises(ModelError, match="do not fit custom_cnn_small with 4 classes"):
         load(path)
+
+
+def test_mlflow_uris_are_refused_with_the_tracking_loader_named() -> None:
+    from visreps.models import load_file
+
+    for uri in ("models:/visreps-custom_cnn_small@k8-pca_pixels-s1", "runs:/0123abc/model"):
+        with pytest.raises(ModelError, match=r"use visreps\.tracking\.load_model"):
+            load(uri)
+        with pytest.raises(ModelError, match=r"local files only"):
+            load_file(uri)

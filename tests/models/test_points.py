@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from visreps.errors import VisrepsError
-from visreps.models import ExtractionError, FeatureExtractor, create_model, extraction_points
+from visreps.activations import ActivationReader
+from visreps.models import ExtractionError, create_model, extraction_points
 
 
 def test_pre_differs_from_post_and_post_is_rectified() -> None:
     torch.manual_seed(0)
     model = create_model("custom_cnn_small", 4).eval()
-    with FeatureExtractor(model, extraction_points(model)) as extractor:
+    with ActivationReader(model, extraction_points(model)) as extractor:
         features = extractor(torch.randn(4, 3, 64, 64))
     for layer in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc1", "fc2"):
         pre, post = features[f"{layer}_pre"], features[f"{layer}_post"]
@@ -29,7 +30,7 @@ def test_hooks_copy_outputs_that_an_inplace_relu_overwrites() -> None:
     with torch.no_grad():
         expected = model.conv1.bn(model.conv1.conv(images)).flatten(1)
     assert model.conv1.relu.inplace
-    with FeatureExtractor(model, ["conv1.bn", "conv1_post"]) as extractor:
+    with ActivationReader(model, ["conv1.bn", "conv1_post"]) as extractor:
         features = extractor(images)
     torch.testing.assert_close(features["conv1.bn"], expected)
     assert (features["conv1.bn"] < 0).any()
@@ -39,7 +40,7 @@ def test_hooks_copy_outputs_that_an_inplace_relu_overwrites() -> None:
 def test_logits_point_equals_model_output_and_hooks_are_removed() -> None:
     model = create_model("timm:resnet18", 5).eval()
     images = torch.randn(2, 3, 64, 64)
-    extractor = FeatureExtractor(model, ["layer4", "pre_logits", "logits"])
+    extractor = ActivationReader(model, ["layer4", "pre_logits", "logits"])
     features = extractor(images)
     with torch.no_grad():
         torch.testing.assert_close(features["logits"], model(images))
@@ -57,7 +58,7 @@ def test_timm_default_points_per_family() -> None:
     vit = create_model("timm:vit_tiny_patch16_224", 3, img_size=32).eval()
     points = extraction_points(vit)
     assert points[:12] == [f"blocks.{i}" for i in range(12)] and points[-2:] == ["pre_logits", "logits"]
-    with FeatureExtractor(vit, ["blocks.3", "pre_logits"]) as extractor:
+    with ActivationReader(vit, ["blocks.3", "pre_logits"]) as extractor:
         features = extractor(torch.randn(2, 3, 32, 32))
     assert features["blocks.3"].shape == (2, (4 + 1) * 192)  # 2x2 patches + class token, width 192
     assert features["pre_logits"].shape == (2, 192)
@@ -65,9 +66,9 @@ def test_timm_default_points_per_family() -> None:
 
 def test_any_submodule_name_is_a_point_and_unknown_names_fail() -> None:
     model = create_model("timm:resnet18", 3).eval()
-    with FeatureExtractor(model, ["layer3.0.conv1"]) as extractor:
+    with ActivationReader(model, ["layer3.0.conv1"]) as extractor:
         assert extractor(torch.randn(1, 3, 64, 64))["layer3.0.conv1"].shape == (1, 256 * 4 * 4)
     with pytest.raises(ExtractionError, match="unknown extraction point 'layer9'") as caught:
-        FeatureExtractor(model, ["layer9"])
+        ActivationReader(model, ["layer9"])
     assert isinstance(caught.value, VisrepsError)
     assert "layer1" in str(caught.value)

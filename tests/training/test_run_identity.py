@@ -20,21 +20,11 @@ import visreps.stages.train as train_stage
 from tests.conftest import REPO, rewrite_at_same_size, stage_environment
 from visreps.config import to_yaml
 from visreps.data.images import scan_class_folders
-from visreps.models import load, load_file
-from visreps.tracking import stage_run, tracking_uri
+from visreps.models import load_file
+from visreps.tracking import load_model, stage_run
 from visreps.training import TrainingError
 
 from .conftest import tiny_config, write_tiny_tree
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory):
-    """A fresh VISREPS_HOME (embedded SQLite store) for this module."""
-    patch = pytest.MonkeyPatch()
-    patch.setenv("VISREPS_HOME", str(tmp_path_factory.mktemp("run_identity_home")))
-    patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    yield MlflowClient(tracking_uri=tracking_uri())
-    patch.undo()
 
 
 def _write_table(path: Path, root: Path, flip: bool = False) -> Path:
@@ -56,7 +46,7 @@ def test_a_rewritten_label_table_trains_again_and_moves_the_alias(store, tiny_tr
     assert second != first
     assert f"train: labels.table changed since finished run {first} (same configuration); running again" \
         in capsys.readouterr().out
-    assert load("models:/visreps-custom_cnn_small@k2-mytable-s1").metadata["run_id"] == second
+    assert load_model("models:/visreps-custom_cnn_small@k2-mytable-s1").metadata["run_id"] == second
     version = store.get_model_version_by_alias("visreps-custom_cnn_small", "k2-mytable-s1")
     assert version.source == f"runs:/{second}/model"
     assert train_stage.run_train_stage(config) == second
@@ -87,7 +77,7 @@ def test_label_source_is_checked_against_the_labels_run(store, tiny_tree: Path, 
                                                 labels__source_name="pca_pixels"))
     run_id = train_stage.run_train_stage(tiny_config(tiny_tree, epochs=1, labels__table=uri))
     assert store.get_run(run_id).data.tags["visreps.label_source"] == "pca_alexnet"
-    assert load("models:/visreps-custom_cnn_small@k2-pca_alexnet-s1").metadata["run_id"] == run_id
+    assert load_model("models:/visreps-custom_cnn_small@k2-pca_alexnet-s1").metadata["run_id"] == run_id
 
 
 def _train_process(config_file: Path, home: Path) -> subprocess.Popen:

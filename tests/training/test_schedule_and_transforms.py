@@ -14,7 +14,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from visreps.models import create_model
 from visreps.training import lr_factor, parameter_groups
-from visreps.training.transforms import augment_batch, decode_image, normalise, resize_size
+from visreps.data.images import resize_size
+from visreps.training.transforms import augment_batch, decode_image, normalise
 
 
 def test_recipe_schedule_matches_torch_sequential_lr() -> None:

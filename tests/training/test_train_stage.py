@@ -15,22 +15,11 @@ import visreps.stages.train as train_stage
 from visreps.config import ConfigError, load_config
 from visreps.data.images import scan_class_folders, train_heldout_split
 from visreps.labels import LabelError
-from visreps.models import FeatureExtractor, load
-from visreps.tracking import stage_run, tracking_uri
+from visreps.activations import ActivationReader
+from visreps.tracking import load_model, stage_run
 from visreps.training import TrainConfig, TrainingError
 
 from .conftest import tiny_config
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory):
-    """A fresh VISREPS_HOME (embedded SQLite store) for this module."""
-    patch = pytest.MonkeyPatch()
-    patch.setenv("VISREPS_HOME", str(tmp_path_factory.mktemp("train_stage_home")))
-    patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    yield MlflowClient(tracking_uri=tracking_uri())
-    patch.undo()
 
 
 @pytest.fixture(scope="module")
@@ -39,20 +28,20 @@ def fine_run(store: MlflowClient, tiny_tree: Path) -> str:
 
 
 def test_trained_model_is_registered_and_loads_by_alias(store: MlflowClient, fine_run: str) -> None:
-    loaded = load("models:/visreps-custom_cnn_small@k4-fine-s1")
+    loaded = load_model("models:/visreps-custom_cnn_small@k4-fine-s1")
     assert loaded.metadata["run_id"] == fine_run and loaded.metadata["epoch"] == 2
     assert loaded.metadata["K"] == 4 and loaded.metadata["image_size"] == 32 and not loaded.model.training
     assert loaded.points[0] == "conv1_pre" and len(loaded.points) == 14
-    untrained = load("models:/visreps-custom_cnn_small@k4-fine-s1-epoch0")
+    untrained = load_model("models:/visreps-custom_cnn_small@k4-fine-s1-epoch0")
     assert untrained.metadata["epoch"] == 0
     images = torch.randn(2, 3, 32, 32)
-    with FeatureExtractor(loaded.model, ["fc2_post"]) as a, FeatureExtractor(untrained.model, ["fc2_post"]) as b:
+    with ActivationReader(loaded.model, ["fc2_post"]) as a, ActivationReader(untrained.model, ["fc2_post"]) as b:
         assert not torch.equal(a(images)["fc2_post"], b(images)["fc2_post"])
     version = store.get_model_version_by_alias("visreps-custom_cnn_small", "k4-fine-s1")
     assert {key: version.tags[key] for key in ("K", "label_source", "seed", "epoch")} == {
         "K": "4", "label_source": "fine", "seed": "1", "epoch": "2"}
     assert version.source == f"runs:/{fine_run}/model"
-    assert load(f"runs:/{fine_run}/model").metadata["epoch"] == 2
+    assert load_model(f"runs:/{fine_run}/model").metadata["epoch"] == 2
 
 
 def test_run_holds_curves_checkpoints_and_tags(store: MlflowClient, fine_run: str) -> None:
@@ -89,14 +78,14 @@ def test_final_model_is_also_an_mlflow_pytorch_model(store: MlflowClient, fine_r
     assert f"torch=={version_of('torch')}" in requirements
     plain = mlflow.pytorch.load_model(local, map_location="cpu")  # MLflow alone, from the downloaded folder
     fetched = load_pytorch_flavour(uri)  # through the configured store
-    reference = load("models:/visreps-custom_cnn_small@k4-fine-s1").model
+    reference = load_model("models:/visreps-custom_cnn_small@k4-fine-s1").model
     images = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         expected = reference(images)
         for module in (plain, fetched):
             assert type(module) is type(reference) and not module.training
             torch.testing.assert_close(module(images), expected, rtol=0, atol=0)
-    with FeatureExtractor(fetched, ["conv1_pre", "fc2_post"]) as a, FeatureExtractor(reference, ["conv1_pre", "fc2_post"]) as b:
+    with ActivationReader(fetched, ["conv1_pre", "fc2_post"]) as a, ActivationReader(reference, ["conv1_pre", "fc2_post"]) as b:
         ours, theirs = a(images), b(images)
     assert (ours["conv1_pre"] < 0).any()
     for point in ours:
@@ -132,7 +121,7 @@ def test_killed_run_resumes_from_its_checkpoint(store: MlflowClient, tiny_tree: 
     run = store.get_run(run_id)
     assert run.data.tags["visreps.resumed_from"].endswith("epoch_001.pt")
     assert sorted(m.step for m in store.get_metric_history(run_id, "heldout_accuracy")) == [0, 1, 2]
-    assert load("models:/visreps-custom_cnn_small@k4-fine-s5").metadata["epoch"] == 2
+    assert load_model("models:/visreps-custom_cnn_small@k4-fine-s5").metadata["epoch"] == 2
     assert not folder.exists()  # local copies go once logged
 
 
@@ -146,7 +135,7 @@ def test_label_table_from_a_labels_run(store: MlflowClient, tiny_tree: Path) -> 
     uri = f"runs:/{run.run_id}/label_tables/k2.parquet"
     run_id = train_stage.run_train_stage(tiny_config(tiny_tree, epochs=1, labels__table=uri,
                                                      labels__source_name="pca_test"))
-    loaded = load("models:/visreps-custom_cnn_small@k2-pca_test-s1")
+    loaded = load_model("models:/visreps-custom_cnn_small@k2-pca_test-s1")
     assert loaded.metadata["K"] == 2 and loaded.metadata["run_id"] == run_id
     assert loaded.metadata["label_table"] == uri
 
@@ -169,4 +158,4 @@ def test_bad_input_fails_before_training(store: MlflowClient, tiny_tree: Path, t
     from visreps.models import ModelError
 
     with pytest.raises(ModelError, match="no alias 'k99-none-s1'"):
-        load("models:/visreps-custom_cnn_small@k99-none-s1")
+        load_model("models:/visreps-custom_cnn_small@k99-none-s1")

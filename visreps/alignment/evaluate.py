@@ -64,7 +64,12 @@ class AlignmentResult:
             out["compare"] = self.compare
         if self.noise_ceiling is not None:
             out.update(self.noise_ceiling.to_dict())
-            out["score_normalised"] = normalise_score(self.score, self.noise_ceiling.ceiling)
+            ceiling = self.noise_ceiling.ceiling
+            if not (np.isfinite(ceiling) and ceiling > 0):  # unreliable data: a ratio would be meaningless
+                out["normalisation"] = f"undefined: noise ceiling {ceiling} is not positive"
+                out.update(self.extras)
+                return out
+            out["score_normalised"] = normalise_score(self.score, ceiling)
             if self.bootstrap:
                 out["ci_low_normalised"] = normalise_score(self.bootstrap.ci_low, self.noise_ceiling.ceiling)
                 out["ci_high_normalised"] = normalise_score(self.bootstrap.ci_high, self.noise_ceiling.ceiling)

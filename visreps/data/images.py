@@ -3,6 +3,8 @@
 Images are keyed by their path relative to the collection root, POSIX style (``n01440764/n01440764_10026.JPEG``).
 The split is the study's: files sorted by key, a seeded random permutation, the first ``1 - heldout_fraction``
 for training (fitting networks *and* PCA label thresholds), the rest held out for accuracy.
+``resize_and_crop`` is the eval geometry of every visreps-trained network (shorter edge to round(S·256/224),
+centre crop S×S).
 """
 
 from __future__ import annotations
@@ -87,3 +89,23 @@ def load_rgb(path: str | Path) -> Image.Image:
         raise DatasetError(f"image file {path} does not exist") from None
     except (UnidentifiedImageError, OSError) as error:
         raise DatasetError(f"image file {path} is corrupt or not an image ({error}); remove or replace it") from None
+
+
+def resize_size(image_size: int) -> int:
+    """Shorter-edge size before the centre crop: 256 for 224, proportionally for other sizes."""
+    return int(round(image_size * 256 / 224))
+
+
+def resize_and_crop(image: Image.Image, image_size: int) -> Image.Image:
+    """Resize the shorter edge to ``resize_size(image_size)``, then centre-crop ``image_size`` square."""
+    target = resize_size(image_size)
+    width, height = image.size
+    if width <= height:  # the long side is truncated, as torchvision's Resize(int) does
+        new_size = (target, int(target * height / width))
+    else:
+        new_size = (int(target * width / height), target)
+    if new_size != image.size:
+        image = image.resize(new_size, Image.BILINEAR)
+    left = int(round((new_size[0] - image_size) / 2.0))
+    top = int(round((new_size[1] - image_size) / 2.0))
+    return image.crop((left, top, left + image_size, top + image_size))

@@ -2,24 +2,26 @@
 
 Any object with the ``FeatureSource`` shape works (the stage layer wraps visreps' own trained models the
 same way). Here: ``PixelSource`` (downsampled pixels, a learned-feature-free control) and ``ModuleSource``
-(any torch module, features read at a named submodule, ``"output"`` or timm's ``"pre_logits"``);
-``visreps.labels.pretrained`` builds ModuleSources for timm and torchvision models.
+(any torch module read at one point through ``visreps.activations.ActivationReader``, the one place visreps
+hooks into networks); ``visreps.labels.pretrained`` builds ModuleSources for timm and torchvision models, the
+labels stage for networks trained by visreps.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Callable, Literal, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 from PIL import Image
 from torchvision.transforms import v2 as transforms
 
+from visreps.activations import ActivationReader, TokenRule
 from visreps.fingerprints import state_dict_fingerprint
 from visreps.labels.errors import LabelError
+from visreps.models.points import ExtractionError
 
-TokenRule = Literal["auto", "cls", "mean", "flatten"]
 
 
 @runtime_checkable
@@ -78,34 +80,13 @@ class PixelSource:
         return batch.flatten(start_dim=1).float()
 
 
-class _Captured(Exception):
-    """Raised by a capture hook to stop the forward pass once the wanted layer has run."""
-
-
-def reduce_tokens(output: torch.Tensor, rule: TokenRule) -> torch.Tensor:
-    """(B, ...) layer output -> (B, D): ``cls`` = token 0 of (B, N, D); ``mean`` = mean over tokens
-    (3-D) or spatial positions (4-D); ``flatten``; ``auto`` = cls for 3-D outputs, flatten otherwise."""
-    if rule == "auto":
-        rule = "cls" if output.ndim == 3 else "flatten"
-    if rule == "cls":
-        if output.ndim != 3:
-            raise LabelError(f"token rule 'cls' needs a (batch, tokens, dim) output, got shape {tuple(output.shape)}")
-        return output[:, 0]
-    if rule == "mean" and output.ndim >= 3:
-        return output.mean(dim=1) if output.ndim == 3 else output.flatten(start_dim=2).mean(dim=2)
-    if rule in ("mean", "flatten"):
-        return output.flatten(start_dim=1)
-    raise LabelError(f"unknown token rule {rule!r}; use auto, cls, mean or flatten")
-
-
 class ModuleSource:
-    """Features of a torch module (kept in eval mode) at ``layer``.
+    """Features of a torch module (kept in eval mode) at one point, read by ``visreps.activations``.
 
     ``layer``: ``"output"`` (the module's output, e.g. a CLIP image embedding), ``"pre_logits"`` (timm models:
-    ``forward_head(forward_features(x), pre_logits=True)``, the CLS token of token-pooled ViTs), ``"features"``
-    (timm models: ``forward_features(x)``, final-norm tokens, reduced by ``token``: CLS by default), or the
-    dotted name of a submodule whose output is captured by a forward hook (copied at once, so a later in-place
-    ReLU cannot change it) and reduced by ``token``.
+    the classifier's input, pooled features or the CLS token), ``"features"`` (timm models: the final-norm
+    tokens of ``forward_features``), a default extraction point (``fc2_post``) or the dotted name of any
+    submodule; the output is reduced by ``token`` (``reduce_tokens``).
     """
 
     def __init__(self, model: torch.nn.Module, layer: str, transform: Callable, name: str,
@@ -117,15 +98,10 @@ class ModuleSource:
         self.name = name
         self.info = dict(info or {})
         self._device = torch.device("cpu")
-        if layer in ("pre_logits", "features"):
-            if not (hasattr(model, "forward_head") and hasattr(model, "forward_features")):
-                raise LabelError(f"layer {layer!r} needs a timm model (forward_features); {name} has none: name a module")
-        elif layer != "output":
-            modules = dict(model.named_modules())
-            if layer not in modules:
-                names = [n for n in modules if n][:40]
-                raise LabelError(f"model {name} has no layer {layer!r}; known layers include: {', '.join(names)}")
-            self._module = modules[layer]
+        try:
+            self._reader = ActivationReader(self.model, [layer], token)
+        except ExtractionError as error:
+            raise LabelError(f"model {name} has no layer {layer!r}: {error}") from None
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "layer": self.layer, "token": self.token, **self.info}
@@ -135,39 +111,11 @@ class ModuleSource:
         self.model.to(self._device)
         return self
 
-    @torch.inference_mode()
     def features(self, batch: torch.Tensor) -> torch.Tensor:
-        batch = batch.to(self._device)
-        if self.layer == "output":
-            output = self.model(batch)
-        elif self.layer == "pre_logits":
-            output = self.model.forward_head(self.model.forward_features(batch), pre_logits=True)
-        elif self.layer == "features":
-            output = self.model.forward_features(batch)
-        else:
-            output = self._capture(batch)
-        if isinstance(output, (tuple, list)):
-            output = output[0]
-        return reduce_tokens(output, self.token).float()
-
-    def _capture(self, batch: torch.Tensor) -> torch.Tensor:
-        captured: list[torch.Tensor] = []
-
-        def hook(_module, _inputs, output):
-            tensor = output[0] if isinstance(output, (tuple, list)) else output
-            captured.append(tensor.detach().clone())
-            raise _Captured
-
-        handle = self._module.register_forward_hook(hook)
         try:
-            self.model(batch)
-        except _Captured:
-            pass
-        finally:
-            handle.remove()
-        if not captured:
-            raise LabelError(f"layer {self.layer!r} of {self.name} did not run in the forward pass; choose another layer")
-        return captured[0]
+            return self._reader(batch.to(self._device))[self.layer]
+        except ExtractionError as error:
+            raise LabelError(f"{self.name}, layer {self.layer!r}: {error}") from None
 
 
 def source_fingerprint(source: FeatureSource) -> str:

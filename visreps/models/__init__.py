@@ -2,10 +2,13 @@
 
 - ``create_model(name, num_classes, **kwargs)`` / ``list_models()``: ``custom_cnn``, ``custom_cnn_small``,
   ``timm:<name>`` (see ``visreps.models.registry``).
-- ``extraction_points(model)`` / ``FeatureExtractor(model, points)``: one API for every model
+- ``extraction_points(model)``: the named points of every model (read by ``visreps.activations``)
   (see ``visreps.models.points``).
-- ``load(uri_or_path)`` -> ``LoadedModel``: a model file, training checkpoint, ``runs:/...`` or ``models:/...``
-  (see ``visreps.models.files``). MLflow is imported only for the two URI schemes.
+- ``load(path)`` -> ``LoadedModel``: a local model file, training checkpoint or folder with model.pt
+  (see ``visreps.models.files``); ``runs:/`` and ``models:/`` URIs: ``visreps.tracking.load_model``.
+- ``build_torchvision_model`` / ``build_timm_model``: torchvision and timm networks with local or cached
+  weights, or random ones, with their eval transform (``visreps.models.pretrained``); the eval transform of
+  visreps-trained networks: ``visreps.models.transforms``.
 """
 
 from visreps.models.custom_cnn import CustomCNN
@@ -21,7 +24,6 @@ from visreps.models.files import (
 from visreps.models.points import (
     ExtractionError,
     ExtractionPoint,
-    FeatureExtractor,
     extraction_points,
     extraction_spec,
     unwrap_model,
@@ -42,7 +44,6 @@ __all__ = [
     "CustomCNN",
     "ExtractionError",
     "ExtractionPoint",
-    "FeatureExtractor",
     "LoadedModel",
     "ModelError",
     "atomic_torch_save",

@@ -3,8 +3,8 @@
 A model file (``model.pt``) holds ``{"format": "visreps-model", "format_version": 1, "state_dict": ...,
 "metadata": {...}}`` with only tensors and plain values, so it loads with ``torch.load(weights_only=True)`` and
 survives refactors of the classes (nothing is pickled by class). ``load()`` also accepts a full training
-checkpoint (``visreps-checkpoint``, see ``visreps.training.checkpoints``), a folder holding ``model.pt``, and the
-MLflow URIs ``runs:/<run_id>/<artifact path>`` and ``models:/<name>@<alias>`` (or ``models:/<name>/<version>``).
+checkpoint (``visreps-checkpoint``, see ``visreps.training.checkpoints``) and a folder holding ``model.pt``.
+Local files only: the MLflow URIs ``runs:/...`` and ``models:/...`` are ``visreps.tracking.load_model``'s.
 
 Metadata keys: architecture, model_kwargs, num_classes, image_size, mean, std, label_source, label_table, K,
 seed, epoch, config_hash, and run_id / registered_model / version / alias when it came from MLflow.
@@ -29,6 +29,7 @@ MODEL_FORMAT = "visreps-model"
 CHECKPOINT_FORMAT = "visreps-checkpoint"
 MODEL_FILE = "model.pt"
 REQUIRED_METADATA = ("architecture", "num_classes", "image_size")
+MLFLOW_URI_SCHEMES = ("runs:/", "models:/")
 
 
 @dataclass
@@ -111,6 +112,14 @@ def _state_and_metadata(payload: Any, path: Path) -> tuple[dict[str, torch.Tenso
     return clean_state_dict(state), metadata
 
 
+def refuse_mlflow_uri(uri_or_path: str | Path) -> None:
+    """Raise ModelError naming ``visreps.tracking.load_model`` when given a ``runs:/`` or ``models:/`` URI."""
+    text = str(uri_or_path)
+    if text.startswith(MLFLOW_URI_SCHEMES):
+        raise ModelError(f"{text!r} is an MLflow URI; visreps.models.load/load_file read local files only: use "
+                         f"visreps.tracking.load_model({text!r}) (or visreps.tracking.resolve_model)")
+
+
 def build_from_metadata(metadata: dict[str, Any]) -> nn.Module:
     """A fresh network of the architecture, class count and constructor options recorded in ``metadata``."""
     return create_model(metadata["architecture"], int(metadata["num_classes"]), **dict(metadata.get("model_kwargs") or {}))
@@ -118,6 +127,7 @@ def build_from_metadata(metadata: dict[str, Any]) -> nn.Module:
 
 def load_file(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild the network stored at ``path`` (a model file, a training checkpoint, or a folder with model.pt)."""
+    refuse_mlflow_uri(path)
     path = Path(path)
     if path.is_dir():
         path = path / MODEL_FILE
@@ -135,17 +145,10 @@ def load_file(path: str | Path, device: str | torch.device = "cpu") -> LoadedMod
 
 
 def load(uri_or_path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a trained (or epoch-0) network from a file, a folder, ``runs:/...`` or ``models:/...``.
+    """Load a trained (or epoch-0) network from a local model file, training checkpoint or folder with model.pt.
 
     The network is rebuilt with ``create_model`` from the metadata and the state dict is loaded strictly;
     the returned model is in eval mode on ``device`` with its default extraction points listed.
     """
-    text = str(uri_or_path)
-    if text.startswith(("runs:/", "models:/")):
-        from visreps.tracking.models import fetch_checkpoint
-
-        local, extra = fetch_checkpoint(text)
-        loaded = load_file(local, device)
-        loaded.metadata.update(extra)
-        return loaded
-    return load_file(Path(text).expanduser(), device)
+    refuse_mlflow_uri(uri_or_path)
+    return load_file(Path(uri_or_path).expanduser(), device)

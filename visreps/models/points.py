@@ -1,4 +1,4 @@
-"""Named extraction points and the hook-based feature extractor every model shares.
+"""Named extraction points of every model (read through ``visreps.activations.ActivationReader``).
 
 A point is a module of the network whose output (or, for ``pre_logits``, whose input) is read by a forward
 hook. Default points per family:
@@ -10,8 +10,7 @@ hook. Default points per family:
 - any other module: its top-level children.
 
 Any submodule name of ``model.named_modules()`` (e.g. ``layer3.2.conv1``) is accepted as a point too: it reads
-that module's output. Hooks copy what they capture (SPEC §10.1: an in-place ReLU after the hooked module would
-otherwise silently change a captured ``*_pre`` tensor into the ``*_post`` one).
+that module's output.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
 from torch import nn
 
 from visreps.errors import VisrepsError
@@ -97,76 +95,3 @@ def resolve_points(model: nn.Module, points: list[str]) -> list[ExtractionPoint]
     if len(set(points)) != len(points):
         raise ExtractionError(f"extraction points must be unique, got {points}")
     return resolved
-
-
-def _first_tensor(value) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
-        return value[0]
-    raise ExtractionError(f"extraction hook got a {type(value).__name__}, not a tensor")
-
-
-class FeatureExtractor:
-    """Read named points of ``model`` during one forward pass.
-
-    ``FeatureExtractor(model, ["conv1_pre", "fc2_post"])(images)`` returns ``{point: Tensor (B, D)}``, float32
-    copies flattened per image (D = C·H·W for feature maps, tokens·width for transformer blocks). The model is
-    used in the mode it is in (``load()`` returns it in eval mode) under ``torch.no_grad``. Hooks are removed by
-    ``close()`` or on leaving a ``with`` block.
-    """
-
-    def __init__(self, model: nn.Module, points: list[str]) -> None:
-        self.model = model
-        self.points = resolve_points(model, list(points))
-        self._captured: dict[str, torch.Tensor] = {}
-        modules = dict(unwrap_model(model).named_modules())
-        self._handles = []
-        for point in self.points:
-            module = modules[point.module]
-            if point.capture == "input":
-                handle = module.register_forward_pre_hook(self._pre_hook(point.name))
-            else:
-                handle = module.register_forward_hook(self._hook(point.name))
-            self._handles.append(handle)
-
-    def _store(self, name: str, value) -> None:
-        tensor = _first_tensor(value).detach()
-        self._captured[name] = tensor.to(dtype=torch.float32, copy=True).reshape(tensor.shape[0], -1)
-
-    def _hook(self, name: str):
-        def hook(module, inputs, output):
-            self._store(name, output)
-        return hook
-
-    def _pre_hook(self, name: str):
-        def hook(module, inputs):
-            self._store(name, inputs)
-        return hook
-
-    @property
-    def names(self) -> list[str]:
-        return [point.name for point in self.points]
-
-    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        if not self._handles:
-            raise ExtractionError("this FeatureExtractor was closed; create a new one")
-        self._captured = {}
-        with torch.no_grad():
-            self.model(images)
-        missing = [name for name in self.names if name not in self._captured]
-        if missing:
-            raise ExtractionError(f"extraction points {missing} did not fire during the forward pass")
-        captured, self._captured = self._captured, {}
-        return {name: captured[name] for name in self.names}
-
-    def close(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
-    def __enter__(self) -> "FeatureExtractor":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

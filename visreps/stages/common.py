@@ -1,4 +1,4 @@
-"""What every configurable stage shares: its command-line arguments and loading its configuration."""
+"""What every configurable stage shares: its command-line arguments, loading its configuration, its device."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import shlex
 from typing import TypeVar
 
-from visreps.config import ConfigModel, load_config
+from visreps.config import ConfigError, ConfigModel, load_config
 
 ConfigT = TypeVar("ConfigT", bound=ConfigModel)
 
@@ -25,3 +25,19 @@ def stage_config(schema: type[ConfigT], stage: str, args: argparse.Namespace) ->
     """Resolve the stage configuration from defaults, ``--config`` and all overrides."""
     overrides = shlex.split(args.overrides or "") + list(args.override or [])
     return load_config(schema, stage, config_file=args.config or None, overrides=overrides)
+
+
+def compute_device(name: str, key: str = "device"):
+    """``auto`` -> cuda when available, else cpu; anything else as given, checked to exist (``key`` names the
+    setting in the error)."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"{key}={name} is not a device; use auto, cpu, cuda or cuda:<index>") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{key}={name} but no CUDA device is available; use {key}=auto or cpu")
+    return device

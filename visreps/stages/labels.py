@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from pydantic import Field, field_validator, model_validator
 
 from visreps.config import ConfigModel
@@ -38,9 +37,9 @@ from visreps.labels.derive import probe_feature_dim
 from visreps.labels.outputs import write_label_outputs
 from visreps.labels.pca import check_n_components
 from visreps.labels.pretrained import build_timm_source, build_torchvision_source
-from visreps.labels.sources import FeatureSource, source_fingerprint
+from visreps.labels.sources import FeatureSource, ModuleSource, source_fingerprint
 from visreps.paths import cache_dir, ensure_writable_dir
-from visreps.stages.common import add_config_arguments, stage_config
+from visreps.stages.common import add_config_arguments, compute_device, stage_config
 from visreps.tracking import reusable_run, stage_run
 
 STAGE = "labels"
@@ -127,69 +126,22 @@ class LabelsConfig(ConfigModel):
 CONFIG_CLASS = LabelsConfig
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; anything else as given (checked to exist)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise LabelError(f"compute.device={name} but no CUDA device is available; use compute.device=auto or cpu")
-    return device
+def trained_model_source(uri: str, layer: str = "") -> ModuleSource:
+    """A network trained by visreps (``visreps.tracking.load_model``: a file, runs:/ or models:/) at one point
+    (default ``fc2_post``, else ``pre_logits``, else the last point before the logits)."""
+    from visreps.models import extraction_points
+    from visreps.models.transforms import metadata_transform
+    from visreps.tracking import load_model
 
-
-class _ResizeCrop:
-    """Training's eval geometry (``visreps.training.transforms.resize_and_crop``) as a picklable transform."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def __call__(self, image):
-        from visreps.training.transforms import resize_and_crop
-
-        return resize_and_crop(image, self.size)
-
-    def __repr__(self) -> str:
-        return f"ResizeCrop(size={self.size}, resize={round(self.size * 256 / 224)})"
-
-
-class TrainedModelSource:
-    """A network trained by visreps (``visreps.models.load``) read at one extraction point."""
-
-    def __init__(self, uri: str, layer: str = "") -> None:
-        from torchvision.transforms import v2 as transforms
-
-        from visreps import models
-
-        loaded = models.load(uri)
-        points = models.extraction_points(loaded.model)
-        preferred = [p for p in ("fc2_post", "pre_logits") if p in points] or [p for p in points if p != "logits"]
-        self.layer = layer or (preferred[0] if preferred else points[-1])
-        self.model = loaded.model.eval()
-        self.extractor = models.FeatureExtractor(self.model, [self.layer])
-        meta = loaded.metadata
-        size = int(meta["image_size"])
-        mean = list(meta.get("mean") or models.IMAGENET_MEAN)
-        std = list(meta.get("std") or models.IMAGENET_STD)
-        self.transform = transforms.Compose([
-            _ResizeCrop(size), transforms.ToImage(),
-            transforms.ToDtype(torch.float32, scale=True), transforms.Normalize(mean, std),
-        ])
-        self.name = f"model:{uri}"
-        self._info = {"kind": "model", "uri": str(uri), "layer": self.layer, "points": points,
-                      **{k: meta[k] for k in ("architecture", "num_classes", "image_size", "label_source", "K",
-                                              "seed", "epoch", "run_id") if k in meta}}
-        self._device = torch.device("cpu")
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, **self._info}
-
-    def to(self, device: torch.device) -> "TrainedModelSource":
-        self._device = torch.device(device)
-        self.model.to(self._device)
-        return self
-
-    def features(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.extractor(batch.to(self._device))[self.layer]
+    loaded = load_model(uri)
+    points = extraction_points(loaded.model)
+    preferred = [p for p in ("fc2_post", "pre_logits") if p in points] or [p for p in points if p != "logits"]
+    chosen = layer or (preferred[0] if preferred else points[-1])
+    meta = loaded.metadata
+    info = {"kind": "model", "uri": str(uri), "points": points,
+            **{k: meta[k] for k in ("architecture", "num_classes", "image_size", "label_source", "K", "seed",
+                                    "epoch", "run_id") if k in meta}}
+    return ModuleSource(loaded.model, chosen, metadata_transform(meta), f"model:{uri}", "flatten", info)
 
 
 def build_source(section: SourceSection, seed: int) -> FeatureSource:
@@ -201,7 +153,7 @@ def build_source(section: SourceSection, seed: int) -> FeatureSource:
         return build_torchvision_source(section.name, section.weights, section.layer, section.token, seed, **options)
     if section.kind == "timm":
         return build_timm_source(section.name, section.weights, section.layer, section.token, seed, **options)
-    return TrainedModelSource(section.name, section.layer)
+    return trained_model_source(section.name, section.layer)
 
 
 def load_images(section: DatasetSection, seed: int):
@@ -240,7 +192,7 @@ def run_labels_stage(config: LabelsConfig, parent_run_id: str | None = None) -> 
     previous = reusable_run(STAGE, config, STAGE_VERSION, inputs, config.force)
     if previous is not None:
         return previous.run_id
-    device = resolve_device(config.compute.device)
+    device = compute_device(config.compute.device, "compute.device")
     described = source.describe()
     tags = {
         "visreps.source": source.name, "visreps.label_source": config.label_source,

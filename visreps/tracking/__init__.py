@@ -1,6 +1,12 @@
-"""The only part of visreps that talks to MLflow: stores, stage runs, artifacts, the Model Registry."""
+"""The only part of visreps that talks to MLflow: stores, stage runs, artifacts, the Model Registry.
+
+``load_model(uri_or_path)``: a visreps network from ``models:/``, ``runs:/`` or a local file;
+``resolve_model(spec)``: any model spec (those two, ``timm:<name>``, ``torchvision:<name>``) -> ``ResolvedModel``.
+"""
 
 from visreps.tracking.identity import run_key
+from visreps.tracking.models import load_model
+from visreps.tracking.resolve import ResolvedModel, resolve_model
 from visreps.tracking.runs import (
     COMPLETE_TAG,
     FinishedRun,
@@ -12,6 +18,7 @@ from visreps.tracking.runs import (
     finished_run,
     reusable_run,
     stage_run,
+    supersede_finished,
 )
 from visreps.tracking.store import (
     TrackingError,
@@ -25,6 +32,7 @@ from visreps.tracking.store import (
 __all__ = [
     "COMPLETE_TAG",
     "FinishedRun",
+    "ResolvedModel",
     "StageRun",
     "TrackingError",
     "client",
@@ -36,8 +44,11 @@ __all__ = [
     "finished_run",
     "git_commit",
     "is_embedded",
+    "load_model",
+    "resolve_model",
     "reusable_run",
     "run_key",
     "stage_run",
+    "supersede_finished",
     "tracking_uri",
 ]

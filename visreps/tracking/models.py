@@ -1,5 +1,9 @@
 """Trained networks in MLflow: logging model files, registering versions with aliases, fetching them back.
 
+``load_model(uri_or_path)`` -> ``LoadedModel``: ``models:/<name>@<alias>``, ``models:/<name>/<version>``,
+``runs:/<run_id>/<artifact path>`` (fetched from the configured store), or a local file/folder
+(``visreps.models.load_file``).
+
 Formats. The registered source is a run artifact folder ``model/`` (and ``model_epoch0/``) with ``model.pt`` — a
 state dict plus metadata, read with ``torch.load(weights_only=True)`` and rebuilt through
 ``visreps.models.create_model`` — and ``metadata.json``: it survives refactors and loads without executing
@@ -8,13 +12,13 @@ pickled code. The final network is also logged as an MLflow pytorch-flavour mode
 requirements), reloadable with ``mlflow.pytorch.load_model`` as the real module, so forward hooks fire. Not
 MLflow 3's default ``torch.export`` format: it reloads as a flat graph whose hooks never fire (useless for
 activations). The pickle names classes by module path, so loading it needs ``visreps`` (and ``timm`` for timm
-models) importable; the state-dict copy is what ``visreps.models.load`` uses.
+models) importable; the state-dict copy is what ``load_model`` uses.
 
 Registry layout: registered model ``visreps-<architecture>`` (``visreps-custom_cnn_small``,
 ``visreps-timm-resnet50``); one version per trained network with source ``runs:/<run_id>/model`` and tags
 K, label_source, seed, epoch, architecture, image_size, dataset, config_hash; aliases ``k<K>-<source>-s<seed>``
 for the trained network and ``k<K>-<source>-s<seed>-epoch0`` for its untrained initial state.
-``visreps.models.load("models:/visreps-custom_cnn_small@k8-pca_pixels-s1")`` fetches and rebuilds it.
+``visreps.tracking.load_model("models:/visreps-custom_cnn_small@k8-pca_pixels-s1")`` fetches and rebuilds it.
 """
 
 from __future__ import annotations
@@ -29,10 +33,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import mlflow
+import torch
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from visreps.models.files import MODEL_FILE
+from visreps.models.files import MLFLOW_URI_SCHEMES, MODEL_FILE, LoadedModel, load_file, read_weights_file
 from visreps.models.registry import ModelError
 from visreps.tracking.runs import StageRun, client, download_artifacts
 from visreps.tracking.store import ensure_tracking_available
@@ -58,8 +63,6 @@ def model_alias(k: int, label_source: str, seed: int, epoch0: bool = False) -> s
 
 def log_model_file(run: StageRun, model_file: str | Path, artifact_path: str = MODEL_ARTIFACT) -> str:
     """Log ``model_file`` as ``<artifact_path>/model.pt`` plus ``metadata.json``; returns ``runs:/`` URI."""
-    from visreps.models.files import read_weights_file
-
     metadata = read_weights_file(model_file).get("metadata", {})
     with tempfile.TemporaryDirectory() as folder:
         staged = Path(folder)
@@ -136,7 +139,7 @@ def register_model_version(run_id: str, artifact_path: str, name: str, alias: st
                            tags: dict[str, Any]) -> ModelVersion:
     """A new version of ``name`` from ``runs:/<run_id>/<artifact_path>``, tagged, with ``alias`` pointing at it."""
     _ensure_registered_model(name, "visreps networks trained from scratch (state dict + metadata; "
-                                   "load with visreps.models.load('models:/<name>@<alias>'))")
+                                   "load with visreps.tracking.load_model('models:/<name>@<alias>'))")
     mlflow_client = client()
     version = mlflow_client.create_model_version(
         name, source=f"runs:/{run_id}/{artifact_path}", run_id=run_id,
@@ -231,6 +234,21 @@ def fetch_checkpoint(uri: str) -> tuple[Path, dict[str, Any]]:
     extra = {"run_id": version.run_id, "registered_model": name, "version": int(version.version),
              "alias": alias, "source_uri": uri}
     return local, extra
+
+
+def load_model(uri_or_path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """A visreps-trained network (eval mode, on ``device``) from a ``runs:/``/``models:/`` URI or a local path.
+
+    URIs are fetched with ``fetch_checkpoint`` and their run id, registered model, version and alias are added
+    to the metadata; paths (file, checkpoint, folder with model.pt) go to ``visreps.models.load_file``.
+    """
+    text = str(uri_or_path)
+    if text.startswith(MLFLOW_URI_SCHEMES):
+        local, extra = fetch_checkpoint(text)
+        loaded = load_file(local, device)
+        loaded.metadata.update(extra)
+        return loaded
+    return load_file(Path(text).expanduser(), device)
 
 
 @contextmanager

@@ -24,6 +24,7 @@ from mlflow.entities import Metric, Param, RunTag
 from visreps.config import ConfigModel, config_hash, flatten_config, to_yaml
 from visreps.tracking.identity import (
     PID_TAG,
+    SUPERSEDED_TAG,
     Heartbeat,
     RunIdentity,
     describe_live,
@@ -305,6 +306,22 @@ def reusable_run(stage: str, config: ConfigModel, stage_version: int = 1, inputs
     return None
 
 
+def supersede_finished(stage: str, config: ConfigModel, stage_version: int, inputs: Mapping[str, str] | None,
+                       keep_run_id: str) -> list[str]:
+    """After ``force=true``: every other complete run of the same run key is marked incomplete and tagged
+    ``visreps.superseded_by``, so exactly one complete result is visible. Returns the superseded run ids."""
+    mlflow_client = client()
+    key = run_key(stage, config, stage_version, inputs)
+    experiment_ids = [e.experiment_id for e in mlflow_client.search_experiments()]
+    found = mlflow_client.search_runs(
+        experiment_ids, filter_string=f"tags.`visreps.run_key` = '{key}' and tags.`{COMPLETE_TAG}` = 'true'",
+        max_results=1000)
+    older = [run.info.run_id for run in found if run.info.run_id != keep_run_id]
+    for run_id in older:
+        mlflow_client.log_batch(run_id, tags=[RunTag(COMPLETE_TAG, "false"), RunTag(SUPERSEDED_TAG, keep_run_id)])
+    return older
+
+
 def _as_finished(run: Any) -> FinishedRun:
     return FinishedRun(
         run.info.run_id, run.info.experiment_id, run.info.artifact_uri,
@@ -323,6 +340,7 @@ def finished_run(run_id: str) -> FinishedRun:
 def download_artifacts(run_id: str, artifact_path: str, destination: str | Path | None = None) -> Path:
     """Download ``artifact_path`` of run ``run_id`` (to a temporary folder unless ``destination``); local path."""
     uri = ensure_tracking_available()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file: no progress bar
     local = mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path=artifact_path,
         dst_path=str(destination) if destination else None, tracking_uri=uri,

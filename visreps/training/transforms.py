@@ -3,7 +3,7 @@
 1. ``decode_image`` (per file, in loader workers or once for a whole in-memory dataset): resize the shorter
    edge to ``resize_size(S)`` (bilinear, antialiased), centre-crop S×S, uint8 (3, S, S). At S = 224 this is the
    SPEC's 256 → 224; for other sizes both scale proportionally: ``round(S · 256 / 224)`` (64 → 73 → 64,
-   32 → 37 → 32).
+   32 → 37 → 32). The geometry (``resize_size``, ``resize_and_crop``) lives in ``visreps.data.images``.
 2. ``augment_batch`` (on the training device, per batch): random horizontal flip (p = 0.5) and random rotation
    (uniform ±10°) as one bilinear ``grid_sample`` per batch, corners filled with black as torchvision's
    RandomRotation does; draws come from an explicit ``torch.Generator`` so augmentation is seeded and
@@ -19,30 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from visreps.data.images import load_rgb
+from visreps.data.images import load_rgb, resize_and_crop
 from visreps.models.registry import IMAGENET_MEAN, IMAGENET_STD
-
-
-def resize_size(image_size: int) -> int:
-    """Shorter-edge size before the centre crop: 256 for 224, proportionally for other sizes."""
-    return int(round(image_size * 256 / 224))
-
-
-def resize_and_crop(image: Image.Image, image_size: int) -> Image.Image:
-    """Resize the shorter edge to ``resize_size(image_size)``, then centre-crop ``image_size`` square."""
-    target = resize_size(image_size)
-    width, height = image.size
-    if width <= height:  # the long side is truncated, as torchvision's Resize(int) does
-        new_size = (target, int(target * height / width))
-    else:
-        new_size = (int(target * width / height), target)
-    if new_size != image.size:
-        image = image.resize(new_size, Image.BILINEAR)
-    left = int(round((new_size[0] - image_size) / 2.0))
-    top = int(round((new_size[1] - image_size) / 2.0))
-    return image.crop((left, top, left + image_size, top + image_size))
 
 
 def decode_image(path: str | Path, image_size: int) -> torch.Tensor:

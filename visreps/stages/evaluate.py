@@ -1,0 +1,203 @@
+"""Evaluate one model on one brain or behaviour dataset: per subject and region, RSA and/or encoding with CIs.
+
+Examples:
+  visreps evaluate model=models:/visreps-custom_cnn_small@k8-pca_pixels-s1 dataset=demo analysis=both
+  visreps evaluate --config configs/evaluate/nsd.yaml model=torchvision:alexnet weights=/models/alexnet.pth
+  mlflow run . -e evaluate -P model=models:/visreps-custom_cnn@k8-pca_pixels-s1 -P dataset=nsd -P analysis=rsa
+
+Every check (model, dataset, subjects, regions, points, the first stimulus through the model's transform) runs
+before extraction. Features of every stimulus are read once per model (``visreps.activations``, projected per
+point, cached on disk and shared by the analyses); each (subject, region) is then scored by
+``visreps.stages.evaluate_pair`` in a child run, and the parent run per analysis holds the tidy table of every
+result and the per-region aggregates over subjects. MLflow layout: docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from visreps.activations import ActivationReader, StimulusSet, extract_features
+from visreps.config import load_config
+from visreps.data import Dataset, open_dataset
+from visreps.errors import VisrepsError
+from visreps.fingerprints import tree_fingerprint
+from visreps.paths import cache_dir, ensure_writable_dir
+from visreps.stages.common import add_config_arguments, compute_device
+from visreps.stages.evaluate_config import EvaluateConfig
+from visreps.stages.evaluate_pair import score_pair
+from visreps.stages.evaluate_tracking import log_pair, log_parent, read_pair_rows
+from visreps.tracking import ensure_tracking_available, resolve_model, reusable_run, stage_run, supersede_finished
+
+STAGE = "evaluate"
+PAIR_STAGE = "evaluate.pair"
+STAGE_VERSION = 1
+CONFIG_CLASS = EvaluateConfig
+
+
+class EvaluationError(VisrepsError, ValueError):
+    """An evaluation cannot run as configured; the message names the setting and the fix."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    for name in ("model", "dataset", "analysis"):
+        parser.add_argument(f"--{name}", default="", help=f"the {name} (same as {name}=...; MLproject parameter)")
+
+
+def run(args: argparse.Namespace) -> int:
+    named = [f"{name}={getattr(args, name)}" for name in ("model", "dataset", "analysis") if getattr(args, name)]
+    overrides = named + shlex.split(args.overrides or "") + list(args.override or [])
+    config = load_config(EvaluateConfig, STAGE, config_file=args.config or None, overrides=overrides)
+    for analysis, run_id in run_evaluate_stage(config).items():
+        print(f"evaluate: {analysis} run {run_id}")
+    return 0
+
+
+def dataset_location(config: EvaluateConfig) -> tuple[str, Path]:
+    """(reader name, root folder) of ``config.dataset``; ``demo``/``demo_behaviour`` live in the demo folder."""
+    if config.dataset in ("demo", "demo_behaviour"):
+        from visreps.data.demo import DemoDataConfig, default_demo_root
+
+        root = Path(config.dataset_root) if config.dataset_root else default_demo_root(DemoDataConfig())
+        folder = root / ("brain" if config.dataset == "demo" else "behaviour")
+        if not folder.is_dir():
+            raise EvaluationError(f"the demo dataset is not at {folder}; run `visreps demo_data` first "
+                                  "(or pass dataset_root=<demo folder>)")
+        return "generic", folder
+    if not config.dataset_root:
+        raise EvaluationError(f"dataset={config.dataset} needs dataset_root=/path/to/{config.dataset}")
+    root = Path(config.dataset_root).expanduser()
+    if not root.exists():
+        raise EvaluationError(f"dataset_root={config.dataset_root}: {root} does not exist")
+    return config.dataset, root
+
+
+@dataclass
+class EvaluationPlan:
+    """Everything settled before any heavy work."""
+
+    config: EvaluateConfig
+    dataset: Dataset
+    pairs: list[tuple[str, str]]
+    model: Any
+    points: list[str]
+    stimuli: StimulusSet
+    inputs: dict[str, str]
+    device: Any
+    cache_root: Path
+
+
+def _pairs(config: EvaluateConfig, dataset: Dataset) -> list[tuple[str, str]]:
+    subjects = config.subjects or dataset.subjects()
+    pairs = []
+    for subject in subjects:
+        for region in config.regions or dataset.regions(subject):
+            dataset.check_subject_region(subject, region)
+            pairs.append((subject, region))
+    return pairs
+
+
+def prepare(config: EvaluateConfig) -> EvaluationPlan:
+    """Check everything and fingerprint the inputs (no extraction yet); one clear error when something is off."""
+    ensure_tracking_available()
+    if not config.model:
+        raise EvaluationError("model is not set; pass model=models:/<name>@<alias>, runs:/<id>/model, a model "
+                              "file, timm:<name> or torchvision:<name>")
+    name, root = dataset_location(config)
+    dataset = open_dataset(name, root, **config.dataset_options)
+    if dataset.test_only:
+        raise EvaluationError(f"dataset {config.dataset} has test stimuli only: its layer comes from the NSD "
+                              "evaluation of the same model, which this version of visreps cannot look up yet")
+    if dataset.kind == "behaviour" and "encoding" in config.analyses:
+        raise EvaluationError(f"dataset {config.dataset} is a behaviour dataset: encoding is not defined for it; "
+                              "use analysis=rsa")
+    pairs = _pairs(config, dataset)
+    device = compute_device(config.device, "device")
+    model = resolve_model(config.model, weights=config.weights, seed=config.seed, device=device,
+                          image_size=config.image_size)
+    points = list(config.points or model.points)
+    ids: list[str] = []
+    for subject, region in pairs:
+        responses = dataset.responses(subject, region)
+        ids.extend(list(responses.train_ids) + list(responses.test_ids))
+    ids = list(dict.fromkeys(str(stimulus) for stimulus in ids))
+    inputs = {"model": model.weights_fingerprint, "dataset": tree_fingerprint(root)}
+    stimuli = StimulusSet.from_dataset(dataset, ids, inputs["dataset"])
+    _probe(model, points, stimuli.check_loadable(model.transform, model.image_size), config, device)
+    cache_root = ensure_writable_dir(config.cache_dir, "cache_dir") if config.cache_dir else cache_dir("activations")
+    return EvaluationPlan(config, dataset, pairs, model, points, stimuli, inputs, device, cache_root)
+
+
+def _probe(model: Any, points: list[str], shape: tuple[int, ...], config: EvaluateConfig, device: Any) -> None:
+    """One forward pass of a blank stimulus: a model that cannot take the stimuli fails here, not mid-run."""
+    import torch
+
+    try:
+        with ActivationReader(model.model.to(device), points, config.token) as reader:
+            reader(torch.zeros(1, *shape, device=device))
+    except (RuntimeError, ValueError, AssertionError) as error:
+        raise EvaluationError(f"model {config.model} cannot take the {'x'.join(map(str, shape[-2:]))} stimuli of "
+                              f"its transform ({str(error).splitlines()[0]}); check image_size") from None
+
+
+def run_evaluate_stage(config: EvaluateConfig, parent_run_id: str | None = None) -> dict[str, str]:
+    """Evaluate (or re-use) every analysis of ``config``; analysis -> parent run id."""
+    plan = prepare(config)
+    return {analysis: _run_analysis(plan, analysis, parent_run_id) for analysis in config.analyses}
+
+
+def _features(plan: EvaluationPlan, stimuli: StimulusSet, points: list[str], projection_dim: int | None):
+    config = plan.config
+    return extract_features(plan.model.model, stimuli, plan.model.transform, points, cache_root=plan.cache_root,
+                            weights_fingerprint=plan.model.weights_fingerprint, token=config.token,
+                            projection_dim=projection_dim, projection_seed=config.seed, autocast=config.autocast,
+                            batch_size=config.batch_size, num_workers=config.num_workers, device=plan.device,
+                            progress=config.progress)
+
+
+def _run_analysis(plan: EvaluationPlan, analysis: str, parent_run_id: str | None) -> str:
+    config = plan.config.model_copy(update={"analysis": analysis})
+    previous = reusable_run(STAGE, config, STAGE_VERSION, plan.inputs, config.force)
+    if previous is not None:
+        return previous.run_id
+    tags = {**plan.model.tags(), "visreps.dataset": config.dataset, "visreps.analysis": analysis,
+            "visreps.data_fingerprint": plan.inputs["dataset"]}
+    name = f"evaluate-{config.dataset}-{analysis}-{plan.model.weights_fingerprint[:8]}"
+    with stage_run(STAGE, config, STAGE_VERSION, tags=tags, run_name=name, parent_run_id=parent_run_id,
+                   inputs=plan.inputs, resume=True) as parent:
+        features = _features(plan, plan.stimuli, plan.points, config.projection_dim)
+        parent.log_params({"resolved.points": plan.points, "resolved.n_stimuli": len(plan.stimuli),
+                           "resolved.feature_cache": features.key})
+        results = [_pair(plan, config, analysis, subject, region, features, parent.run_id)
+                   for subject, region in plan.pairs]
+        log_parent(parent, results, plan.points, config.ci_level)
+    if config.force:
+        supersede_finished(STAGE, config, STAGE_VERSION, plan.inputs, parent.run_id)
+    return parent.run_id
+
+
+def _pair(plan: EvaluationPlan, config: EvaluateConfig, analysis: str, subject: str, region: str, features,
+          parent_id: str) -> list[dict[str, Any]]:
+    """The tidy rows of one (subject, region): re-used from its finished child run, or scored and logged."""
+    pair_config = config.model_copy(update={"subjects": [subject], "regions": [region]})
+    previous = reusable_run(PAIR_STAGE, pair_config, STAGE_VERSION, plan.inputs, config.force)
+    if previous is not None:
+        return read_pair_rows(previous.run_id)
+    responses = plan.dataset.responses(subject, region)
+
+    def exact(point: str, test_ids: list[str]):
+        return _features(plan, plan.stimuli.subset(test_ids), [point], None)[point]
+
+    tags = {"visreps.subject": subject, "visreps.region": region, "visreps.analysis": analysis,
+            "visreps.dataset": config.dataset, "visreps.weights_fingerprint": plan.model.weights_fingerprint}
+    with stage_run(PAIR_STAGE, pair_config, STAGE_VERSION, tags=tags, run_name=f"{subject}-{region}-{analysis}",
+                   parent_run_id=parent_id, inputs=plan.inputs, experiment=config.experiment) as child:
+        result = score_pair(config, analysis, responses, features, plan.points, exact)
+        log_pair(child, result)
+    if config.force:
+        supersede_finished(PAIR_STAGE, pair_config, STAGE_VERSION, plan.inputs, child.run_id)
+    return result.tidy_rows()

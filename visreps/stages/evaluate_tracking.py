@@ -1,0 +1,83 @@
+"""What evaluation runs hold in MLflow (docs/evaluation.md): a child run per (subject, region), a parent run per
+(model, dataset, analysis) with the tidy table of every result and per-region aggregates over subjects."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from visreps.stages.evaluate_pair import PairResult
+from visreps.tracking import StageRun, download_artifacts
+
+RESULTS_TABLE = "results.parquet"
+#: metrics aggregated over subjects in the parent run
+AGGREGATED = ("score", "score_normalised", "noise_ceiling")
+
+
+def _metric_name(*parts: str) -> str:
+    """An MLflow-safe metric name from parts joined by dots (letters, digits, _ - . / only)."""
+    return ".".join("".join(ch if ch.isalnum() or ch in "_-/" else "_" for ch in part) for part in parts)
+
+
+def log_pair(run: StageRun, result: PairResult) -> None:
+    """Selected point, score, CI, ceiling, normalised score, selection curve, bootstrap distribution, tables."""
+    best = result.selection.best_layer
+    run.set_tags({"visreps.selected_point": best})
+    run.log_params({"selected_point": best, "n_test_stimuli": len(result.test_ids),
+                    **{f"selection.{key}": value for key, value in result.selection.details.items()}})
+    run.log_metrics(result.metrics)
+    for index, point in enumerate(result.points):
+        run.log_metrics({"selection_curve": result.selection.scores[point]}, step=index)
+    run.log_table(result.selection_table(), "selection.csv")
+    run.log_table(pd.DataFrame(result.tidy_rows()), RESULTS_TABLE)
+    run.log_table(pd.DataFrame({"stimulus": result.test_ids}), "test_stimuli.csv")
+    run.log_text(json.dumps(result.result.to_dict(), indent=2, default=float), "result.json")
+    boot = result.bootstrap_table()
+    if boot is not None:
+        run.log_table(boot, "bootstrap.parquet")
+    if result.result.per_target_r is not None:
+        run.log_table(pd.DataFrame({"unit": np.arange(result.result.per_target_r.size),
+                                    "r": np.asarray(result.result.per_target_r, dtype=np.float64)}),
+                      "per_unit_r.parquet")
+
+
+def read_pair_rows(run_id: str) -> list[dict[str, Any]]:
+    """The tidy rows a finished child run logged."""
+    return pd.read_parquet(download_artifacts(run_id, RESULTS_TABLE)).to_dict("records")
+
+
+def aggregate_over_subjects(tidy: pd.DataFrame, ci_level: float = 0.95) -> pd.DataFrame:
+    """Per (region, analysis, metric): mean over subjects, SD, n and a t-interval of the mean (NaN for n < 2)."""
+    rows = []
+    chosen = tidy[tidy["metric"].isin(AGGREGATED)]
+    for (region, analysis, metric), group in chosen.groupby(["region", "analysis", "metric"], sort=False):
+        values = group["value"].to_numpy(dtype=np.float64)
+        n, mean = values.size, float(values.mean())
+        sd = float(values.std(ddof=1)) if n > 1 else float("nan")
+        half = float(stats.t.ppf(0.5 + ci_level / 2, n - 1) * sd / np.sqrt(n)) if n > 1 else float("nan")
+        rows.append({"region": region, "analysis": analysis, "metric": metric, "n_subjects": n, "mean": mean,
+                     "sd": sd, "ci_low": mean - half, "ci_high": mean + half, "ci_level": ci_level})
+    return pd.DataFrame(rows)
+
+
+def log_parent(run: StageRun, results: list[list[dict[str, Any]]], points: list[str], ci_level: float = 0.95) -> None:
+    """The tidy table (a row per subject × region × metric) and per-region aggregates, as tables and metrics."""
+    tidy = pd.DataFrame([row for rows in results for row in rows])
+    run.log_table(tidy, RESULTS_TABLE)
+    run.log_table(tidy, "results.csv")
+    aggregates = aggregate_over_subjects(tidy, ci_level)
+    run.log_table(aggregates, "aggregates.csv")
+    metrics = {}
+    for row in tidy.itertuples():
+        metrics[_metric_name(row.subject, row.region, row.metric)] = row.value
+    for row in aggregates.itertuples():
+        for field in ("mean", "ci_low", "ci_high"):
+            value = getattr(row, field)
+            if np.isfinite(value):
+                metrics[_metric_name(row.region, f"{row.metric}_{field}")] = value
+    run.log_metrics(metrics)
+    run.log_dict({"points": points}, "points.json")
