@@ -23,7 +23,11 @@ def test_default_plan_is_the_documented_demo_grid() -> None:
     assert steps[:3] == [("demo_data", "", None), ("train", "fine", None), ("labels", "pca_pixels", None)]
     for source in ("pca_pixels", "pca_demo_fine"):
         assert [k for step, name, k in steps if step == "train" and name == source] == [2, 4, 8, 16, 32]
-    assert len(jobs) == 1 + 1 + 2 * (1 + 5)
+    evaluations = [job for job in jobs if job.step == "evaluate"]
+    assert len(jobs) == 1 + 1 + 2 * (1 + 5) + len(evaluations)
+    assert len(evaluations) == 2 * (11 + 1) and sum(job.epoch0 for job in evaluations) == 2
+    assert {job.config.dataset for job in evaluations} == {"demo", "demo_behaviour"}
+    assert all(job.config.dataset_root == str(default_demo_root(jobs[0].config)) for job in evaluations)
     images = default_demo_root(jobs[0].config) / "train_images"
     # every training job is configs/train/demo.yaml on top of the train defaults, plus only its own keys
     expected = load_config(TrainConfig, "train", config_file=project_root() / "configs/train/demo.yaml", overrides=[
@@ -50,10 +54,12 @@ def test_inconsistent_grid_fails_in_the_plan(overrides: list[str], error: type, 
 SMALL_PIPELINE = """
 experiment: visreps-pipeline-tests
 demo_data:
-  overrides: [n_train_images=256, image_size=32, n_subjects=1, n_train_stimuli_per_subject=16, n_test_stimuli=16,
-              n_voxels=4, n_images_per_concept=1, behaviour_dims=3]
+  overrides: [n_train_images=256, image_size=32, n_subjects=1, n_train_stimuli_per_subject=30, n_test_stimuli=16,
+              n_voxels=4, n_images_per_concept=2, behaviour_dims=3]
 train:
   overrides: [epochs=1, model.image_size=32, batch_size=64, device=cpu, progress=false]
+evaluate:
+  overrides: [analysis=rsa, n_bootstrap=50, progress=false, device=cpu, projection_dim=256]
 label_sources:
   pca_pixels:
     overrides: ["ks=[2,4]", compute.num_workers=0, compute.progress=false, n_pole_images=2]
@@ -76,6 +82,10 @@ def test_small_pipeline_end_to_end_and_rerun_reuses_everything(tmp_path: Path) -
     first = run_pipeline(config)
     summary = pd.read_csv(download_artifacts(first, "summary.csv"))
     assert list(summary.step) == ["demo_data", "train", "labels", "train", "train", "labels", "train", "train"]
+    evaluations = pd.read_csv(download_artifacts(first, "evaluations.csv"))
+    scores = evaluations[evaluations.metric == "score"]
+    assert len(scores[scores.dataset == "demo"]) == (5 + 1) * 2  # networks × regions (RSA only here)
+    assert len(scores[scores.dataset == "demo_behaviour"]) == 5 + 1 and scores.untrained.sum() == 2 + 1
     trained = summary[summary.step == "train"]
     assert list(trained.label_source) == ["fine", "pca_pixels", "pca_pixels", "pca_demo_fine", "pca_demo_fine"]
     assert list(trained.K) == [64, 2, 4, 2, 4]
@@ -85,7 +95,8 @@ def test_small_pipeline_end_to_end_and_rerun_reuses_everything(tmp_path: Path) -
     assert pipeline.metrics["n_child_runs"] == 8
     assert "heldout_accuracy.pca_pixels.k4.s1" in pipeline.metrics
     figures = {item.path for item in client().list_artifacts(first, "figures")}
-    assert figures == {"figures/heldout_accuracy_vs_k.png"}
+    assert figures == {"figures/heldout_accuracy_vs_k.png", "figures/demo_rsa_vs_k.png",
+                       "figures/demo_behaviour_rsa_vs_k.png"}
     for run_id in summary.run_id:
         assert finished_run(run_id).tags["visreps.parent_run_id"] == first
 
@@ -103,3 +114,5 @@ def test_small_pipeline_end_to_end_and_rerun_reuses_everything(tmp_path: Path) -
     assert second != first
     again = pd.read_csv(download_artifacts(second, "summary.csv"))
     assert list(again.run_id) == list(summary.run_id), "identical child configurations must be re-used"
+    repeated = pd.read_csv(download_artifacts(second, "evaluations.csv"))
+    assert list(repeated.run_id) == list(evaluations.run_id), "evaluations are re-used too"

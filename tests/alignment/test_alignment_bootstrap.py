@@ -153,6 +153,23 @@ def test_encoding_bootstrap_equals_loop(replace):
     assert paired.difference > 0 and paired.ci_low > 0 and paired.p_value == pytest.approx(2 / 51)
 
 
+def test_a_constant_prediction_scores_zero():
+    """A target the ridge could not predict (alpha -> inf: constant predictions) counts r = 0, in the estimate and
+    in every resample, instead of stopping the evaluation."""
+    rng = np.random.default_rng(3)
+    responses = rng.standard_normal((40, 5))
+    predictions = 0.5 * responses + rng.standard_normal((40, 5))
+    predictions[:, 2] = 1.5
+    result = bootstrap_encoding(predictions, responses, n_iterations=30, seed=4)
+    assert result.extras["per_target_r"][2] == 0.0
+    others = [scipy.stats.pearsonr(predictions[:, t], responses[:, t]).statistic for t in (0, 1, 3, 4)]
+    assert result.estimate == pytest.approx(sum(others) / 5, abs=1e-12)
+    indices = Resampling(40, 30, seed=4).indices()
+    kept = np.delete(np.arange(5), 2)
+    expected = encoding_resample_scores_loop(predictions[:, kept], responses[:, kept], indices) * 4 / 5
+    np.testing.assert_allclose(result.distribution, expected, atol=1e-12)
+
+
 def test_encoding_bootstrap_bad_input():
     rng = np.random.default_rng(2)
     y = rng.standard_normal((20, 4))

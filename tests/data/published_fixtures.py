@@ -103,8 +103,13 @@ def write_subject_rois(root: Path, subject: str, shape: tuple[int, int, int], rn
 
 
 def build_nsd(root: Path, subjects=("subj01", "subj02"), n_sessions: int = 2, shape=(6, 5, 4), n_shared: int = 100,
-              seed: int = 0, constant_voxel: bool = True, invalid_voxel: bool = True) -> dict:
-    """An NSD-like download: ``n_sessions`` sessions of 750 trials for ``subjects``; returns the truth."""
+              seed: int = 0, constant_voxel: bool = True, invalid_voxel: bool = True, betas_chunks: str = "voxel") -> dict:
+    """An NSD-like download: ``n_sessions`` sessions of 750 trials for ``subjects``; returns the truth.
+
+    ``betas_chunks``: ``voxel`` (as published: one chunk per voxel, h5py chunks (750, 1, 1, 1)), ``trial``
+    (one chunk per trial volume) or ``none`` (contiguous).
+    """
+    chunks = {"voxel": (750, 1, 1, 1), "trial": (1, *shape[::-1]), "none": None}[betas_chunks]
     rng = np.random.default_rng(seed)
     root = Path(root)
     n_trials = 750 * n_sessions
@@ -167,7 +172,7 @@ def build_nsd(root: Path, subjects=("subj01", "subj02"), n_sessions: int = 2, sh
                 valid[x, y, z] = 0
             betas = np.round(data * 300).astype(np.int16).transpose(0, 3, 2, 1)  # h5py order (750, Z, Y, X)
             with h5py.File(betas_folder / f"betas_session{session:02d}.hdf5", "w") as handle:
-                handle.create_dataset("betas", data=betas, chunks=(1, *betas.shape[1:]))
+                handle.create_dataset("betas", data=betas, chunks=chunks)
             _nifti(func / f"valid_session{session:02d}.nii.gz", valid)
             record["betas"].append(betas)
             record["valid"].append(valid.astype(bool))

@@ -68,7 +68,7 @@ def test_second_nsd_load_reads_the_cache(tmp_path, visreps_home, monkeypatch):
     def no_betas(*args, **kwargs):
         raise AssertionError("betas were read although the cache holds them")
 
-    monkeypatch.setattr(nsd_module, "read_session_voxels", no_betas)
+    monkeypatch.setattr(nsd_module, "read_betas_voxels", no_betas)
     second = open_dataset("nsd", root, regions=["V1", "PPA"]).responses("subj01", "PPA")
     np.testing.assert_array_equal(first.train, second.train)
     np.testing.assert_array_equal(first.test_repetitions, second.test_repetitions)

@@ -45,6 +45,12 @@ def _runs(client: MlflowClient, stage: str) -> list:
 def test_a_killed_evaluation_keeps_its_finished_pairs(inputs: tuple[Path, Path], tmp_path: Path) -> None:
     demo, model = inputs
     home = tmp_path / "home"
+    home.mkdir()
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    # the tables exist before the subprocess starts, so no two processes migrate the database at once
+    SqlAlchemyStore(f"sqlite:///{home / 'mlflow.db'}", str(home / "mlartifacts"))
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
     command = [sys.executable, "-m", "visreps.cli", "evaluate", f"model={model}", f"dataset_root={demo}", *SETTINGS]
     process = subprocess.Popen(command, cwd=REPO, env=stage_environment(home), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
@@ -54,9 +60,7 @@ def test_a_killed_evaluation_keeps_its_finished_pairs(inputs: tuple[Path, Path],
         assert process.poll() is None, f"the evaluation ended before a pair finished: {process.stderr.read()[-3000:]}"
         assert time.monotonic() < deadline, "no finished pair after 240 s"
         time.sleep(0.1)
-        if (home / "mlflow.db").is_file():
-            client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
-            finished = [run for run in _runs(client, "evaluate.pair") if run.info.status == "FINISHED"]
+        finished = [run for run in _runs(client, "evaluate.pair") if run.info.status == "FINISHED"]
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=60)
     kept = {run.info.run_id for run in _runs(client, "evaluate.pair") if run.info.status == "FINISHED"}

@@ -126,6 +126,12 @@ def pearson_columns(predictions: Any, responses: Any) -> torch.Tensor:
     return (p * y).sum(dim=0) / torch.sqrt((p * p).sum(dim=0) * (y * y).sum(dim=0))
 
 
+def _r_or_zero(covariance: torch.Tensor, variance_product: torch.Tensor) -> torch.Tensor:
+    """covariance / sqrt(variance product); 0 where the product is 0 (a constant prediction explains nothing)."""
+    positive = variance_product > 0
+    return torch.where(positive, covariance / torch.sqrt(torch.where(positive, variance_product, 1.0)), 0.0)
+
+
 def bootstrap_encoding(predictions: Any, responses: Any, *, n_iterations: int = DEFAULT_ITERATIONS,
                        fraction: float | None = None, replace: bool = False, ci_level: float = DEFAULT_CI_LEVEL,
                        seed: int = 0, device: str | torch.device | None = None,
@@ -135,15 +141,15 @@ def bootstrap_encoding(predictions: Any, responses: Any, *, n_iterations: int = 
     ``predictions`` and ``responses`` are stimuli × targets. No refit: each iteration re-correlates the kept
     rows. All iterations are computed at once per batch of targets from five weighted moments
     (counts @ [y, p, y², p², y·p], float64, after centring each column on all stimuli), which equals the
-    per-iteration loop to ~1e-14. ``extras["per_target_r"]`` holds the per-target r on all stimuli.
+    per-iteration loop to ~1e-14. ``extras["per_target_r"]`` holds the per-target r on all stimuli. A target
+    whose predictions are constant (ridge chose an infinite-like alpha: nothing predictable) has r = 0.
     """
     p = check_matrix(predictions, "predictions", device=resolve_device(device, predictions))
     y = check_matrix(responses, "responses", device=p.device)
     check_same_stimuli(p, y, "predictions", "responses")
     if p.shape != y.shape:
         raise AlignmentInputError(f"predictions {tuple(p.shape)} and responses {tuple(y.shape)} differ in shape")
-    check_no_constant_columns(y, "responses")
-    check_no_constant_columns(p, "predictions", "predicted targets")
+    check_no_constant_columns(y, "responses")  # a constant prediction (alpha -> inf) scores r = 0, below
     resampling = Resampling(p.shape[0], n_iterations, fraction, replace, seed)
     weights = torch.from_numpy(resampling.counts()).to(device=p.device, dtype=torch.float64)
     n_kept = weights.sum(dim=1, keepdim=True)
@@ -156,11 +162,10 @@ def bootstrap_encoding(predictions: Any, responses: Any, *, n_iterations: int = 
         yb -= yb.mean(dim=0)
         moments = weights @ torch.cat([yb, pb, yb * yb, pb * pb, yb * pb], dim=1)
         sy, sp, syy, spp, syp = moments.chunk(5, dim=1)
-        per_target[start:start + target_batch] = (yb * pb).sum(dim=0) / torch.sqrt(
-            (yb * yb).sum(dim=0) * (pb * pb).sum(dim=0))
+        per_target[start:start + target_batch] = _r_or_zero((yb * pb).sum(dim=0), (yb * yb).sum(dim=0) * (pb * pb).sum(dim=0))
         covariance = syp - sy * sp / n_kept
         variance = (syy - sy * sy / n_kept) * (spp - sp * sp / n_kept)
-        total += (covariance / torch.sqrt(variance)).sum(dim=1)
+        total += _r_or_zero(covariance, variance).sum(dim=1)
     distribution = (total / p.shape[1]).cpu().numpy()
     return make_result(float(per_target.mean()), distribution, ci_level, resampling, "the encoding score",
                        per_target_r=per_target.cpu().numpy())

@@ -34,6 +34,7 @@ from visreps.alignment.validation import (
     check_matrix,
     check_no_constant_columns,
     check_same_stimuli,
+    constant_columns,
     resolve_device,
 )
 
@@ -273,6 +274,7 @@ def encoding_score(x_fit: Any, y_fit: Any, x_eval: Any, y_eval: Any, **ridge_opt
             f"{model.weights.shape[1]}"
         )
     predictions = model.predict(x_evaluation, device=ridge_options.get("device"))
-    check_no_constant_columns(predictions, "predictions", "predicted targets")
-    per_target = pearson_columns(predictions, y_evaluation.cpu()).numpy()
+    per_target = pearson_columns(predictions, y_evaluation.cpu())
+    per_target[constant_columns(predictions)] = 0.0  # constant predictions (alpha -> inf) explain nothing: r = 0
+    per_target = per_target.numpy()
     return EncodingScore(float(per_target.mean()), per_target, predictions.numpy(), model.best_alphas)

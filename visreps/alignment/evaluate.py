@@ -90,18 +90,17 @@ def _selection(train: TrainSplit, test: TestSplit, analysis: str, layer: str | N
     return selection
 
 
-def evaluate_rsa(train: TrainSplit, test: TestSplit, *, compare: str = "spearman", seed: int = 0,
-                 n_bootstrap: int = 1000, bootstrap_fraction: float | None = None, replace: bool = False,
-                 ci_level: float = 0.95, layer: str | None = None, n_rsa_stimuli: int = 1000,
-                 projection_dim: int | None = DEFAULT_COMPONENTS, device: Any = None,
-                 progress: bool = False) -> AlignmentResult:
-    """RSA: select on ``train`` (unless ``layer`` is given), score the exact test activations with a CI."""
-    selection = _selection(train, test, "rsa", layer, compare=compare, seed=seed, n_rsa_stimuli=n_rsa_stimuli,
-                           projection_dim=projection_dim, device=device, progress=progress)
+def score_rsa_test(test: TestSplit, layer: str, *, compare: str = "spearman", seed: int = 0,
+                   n_bootstrap: int = 1000, bootstrap_fraction: float | None = None, replace: bool = False,
+                   ci_level: float = 0.95, device: Any = None) -> AlignmentResult:
+    """RSA test score of one given layer (no selection here: e.g. a layer chosen on another dataset), the
+    layer's test features vs the test responses, with bootstrap CI and (given repetitions) split-half ceiling."""
+    if not isinstance(test, TestSplit):
+        raise TypeError(f"the test split must be a TestSplit, got {type(test).__name__}")
+    check_layers(list(test.shapes), [layer], "test features")
     neural = rdm_pearson(check_matrix(test.responses, "test responses"), on_constant="error",
                          name="test responses", device=device)
-    model = rdm_pearson(test.features[selection.best_layer], device=device,
-                        name=f"test features of layer {selection.best_layer!r}")
+    model = rdm_pearson(test.features[layer], device=device, name=f"test features of layer {layer!r}")
     _check_repetitions_match(test)
     ceiling = rsa_split_half_ceiling(test.repetitions, method=compare, seed=seed) \
         if test.repetitions is not None else None
@@ -111,8 +110,22 @@ def evaluate_rsa(train: TrainSplit, test: TestSplit, *, compare: str = "spearman
         score = result.estimate
     else:
         result, score = None, compare_rdms(model, neural, compare)
-    return AlignmentResult("rsa", selection.best_layer, selection.scores, score, result, compare, ceiling,
-                           {"n_test_stimuli": int(neural.shape[0]), **selection.details})
+    return AlignmentResult("rsa", layer, {}, score, result, compare, ceiling, {"n_test_stimuli": int(neural.shape[0])})
+
+
+def evaluate_rsa(train: TrainSplit, test: TestSplit, *, compare: str = "spearman", seed: int = 0,
+                 n_bootstrap: int = 1000, bootstrap_fraction: float | None = None, replace: bool = False,
+                 ci_level: float = 0.95, layer: str | None = None, n_rsa_stimuli: int = 1000,
+                 projection_dim: int | None = DEFAULT_COMPONENTS, device: Any = None,
+                 progress: bool = False) -> AlignmentResult:
+    """RSA: select on ``train`` (unless ``layer`` is given), score the exact test activations with a CI."""
+    selection = _selection(train, test, "rsa", layer, compare=compare, seed=seed, n_rsa_stimuli=n_rsa_stimuli,
+                           projection_dim=projection_dim, device=device, progress=progress)
+    result = score_rsa_test(test, selection.best_layer, compare=compare, seed=seed, n_bootstrap=n_bootstrap,
+                            bootstrap_fraction=bootstrap_fraction, replace=replace, ci_level=ci_level, device=device)
+    result.selection_scores = selection.scores
+    result.extras.update(selection.details)
+    return result
 
 
 def evaluate_encoding(train: TrainSplit, test: TestSplit, *, seed: int = 0, n_bootstrap: int = 1000,

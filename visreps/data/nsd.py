@@ -4,7 +4,11 @@ Root = the folder holding ``nsddata/``, ``nsddata_betas/`` and ``nsddata_stimuli
 session betas ``nsddata_betas/ppdata/subjNN/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_sessionSS.hdf5``
 (int16 ÷ 300, h5py shape (750, Z, Y, X)), ncsnr ``.../ncsnr.nii.gz``, ROI atlases and label tables,
 optional ``brainmask.nii.gz`` / ``valid_sessionSS.nii.gz``. Design: ``nsd_expdesign.mat`` or
-``nsd_stim_info_merged.csv``. Images: ``nsd_stimuli.hdf5`` (``imgBrick``, row = nsdId).
+``nsd_stim_info_merged.csv``. Images: ``nsd_stimuli.hdf5`` (``imgBrick``, row = nsdId), needed only for images:
+responses open without it. Betas are read voxel by voxel (``nsd_read``), only the regions' valid voxels.
+
+Sessions: by default every session present per subject; a gap (a session missing below the highest present)
+is an error unless ``sessions`` names the sessions on purpose, since it would shrink the splits unnoticed.
 
 Preprocessing: each voxel z-scored within each session over its 750 trials, then the repetitions of each
 image averaged. Split per subject: train = its non-shared images, test = the shared images it saw (in the
@@ -23,13 +27,13 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from visreps.data.base import DatasetError
+from visreps.data.base import DatasetError, Responses
 from visreps.data.matfile import hdf5_dataset, open_hdf5, read_mat_arrays
 from visreps.data.nifti import load_volume
 from visreps.data.nsd_volumes import (NSD_SESSIONS, NSD_SUBJECTS, NSDVolumeDataset, VolumeLayout, brainmask_file,
                                       check_betas_header, func_dir, require_files)
-from visreps.data.preprocess import (RepetitionAccumulator, ceiling_from_ncsnr, read_session_voxels,
-                                     zscore_within_session)
+from visreps.data.nsd_read import read_betas_voxels
+from visreps.data.preprocess import RepetitionAccumulator, ceiling_from_ncsnr, zscore_within_session
 
 TRIALS_PER_SESSION = 750
 EXPDESIGN_FILE = Path("nsddata/experiments/nsd/nsd_expdesign.mat")
@@ -124,7 +128,8 @@ class NSDDataset(NSDVolumeDataset):
         self._requested_sessions = None if sessions is None else _session_list(sessions)
         super().__init__(root, subjects=subjects, regions=regions, hemisphere=hemisphere, cache=cache)
         self.sessions = {subject: self._sessions_of(subject) for subject in self._subjects}
-        require_files(self.root, [self.design_file, STIMULI_FILE], self.name)
+        self._check_session_gaps()
+        require_files(self.root, [self.design_file], self.name)
         for subject in self._subjects:
             require_files(self.root, self._subject_files(subject), self.name)
         self._check_design_and_images()
@@ -149,6 +154,29 @@ class NSDDataset(NSDVolumeDataset):
         if beyond:
             raise DatasetError(f"nsd: {subject} has sessions 1..{published}; option sessions asks for {beyond}")
         return list(self._requested_sessions)
+
+    def missing_sessions(self, subject: str) -> list[int]:
+        """Sessions absent below the highest loaded one (a gap; empty when ``sessions`` was given)."""
+        if self._requested_sessions is not None:
+            return []
+        used = self.sessions[subject]
+        return sorted(set(range(1, max(used) + 1)) - set(used))
+
+    def _check_session_gaps(self) -> None:
+        parts, example = [], ""
+        for subject in self._subjects:
+            missing = self.missing_sessions(subject)
+            if missing:
+                files = ", ".join(session_file(subject, n).name for n in missing[:5])
+                files += f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+                example = example or number_ranges(self.sessions[subject]).replace(" ", "")
+                parts.append(f"{subject} has sessions {number_ranges(self.sessions[subject])} of "
+                             f"{NSD_SESSIONS[subject]} but lacks {files} (expected in {self.root / betas_dir(subject)})")
+        if parts:
+            raise DatasetError(
+                f"nsd: missing session file(s): {'; '.join(parts)}. A gap would silently shrink the train/test "
+                "split: download the missing file(s), or choose the sessions on purpose with the option sessions "
+                f"(e.g. sessions={example}), or leave the subject out with the option subjects")
 
     def _subject_files(self, subject: str) -> list[Path]:
         files = [self.design_file] + self.atlas_files(subject)
@@ -189,7 +217,21 @@ class NSDDataset(NSDVolumeDataset):
         is_shared = np.isin(seen, self.design.shared)
         return seen[~is_shared], seen[is_shared]
 
+    @property
+    def has_images(self) -> bool:
+        """Whether ``nsd_stimuli.hdf5`` is present (responses never need it; images do)."""
+        return (self.root / STIMULI_FILE).is_file()
+
+    def _require_images(self) -> None:
+        if not self.has_images:
+            raise DatasetError(
+                f"nsd: missing file {STIMULI_FILE.as_posix()} (expected at {self.root / STIMULI_FILE}): the NSD "
+                "images (imgBrick, 39 GB) are needed for images and activations, not for responses; download it there")
+
     def _check_design_and_images(self) -> None:
+        self._n_images: int | None = None
+        if not self.has_images:
+            return
         with open_hdf5(self.root / STIMULI_FILE, "nsd stimuli") as handle:
             brick = hdf5_dataset(handle, "imgBrick", "nsd stimuli")
             if brick.ndim != 4 or brick.shape[3] != 3:
@@ -210,6 +252,9 @@ class NSDDataset(NSDVolumeDataset):
         text = str(image_id)
         if not (text.startswith("nsd") and text[3:].isdigit()):
             raise DatasetError(f"nsd: {image_id!r} is not an NSD stimulus id (expected 'nsd' + 5-digit nsdId)")
+        self._require_images()
+        if self._n_images is None:  # the file appeared after the dataset was opened
+            self._check_design_and_images()
         row = int(text[3:])
         if row >= self._n_images:
             raise DatasetError(f"nsd: {image_id!r} is beyond the {self._n_images} images of {STIMULI_FILE.as_posix()}")
@@ -218,6 +263,27 @@ class NSDDataset(NSDVolumeDataset):
         return Image.fromarray(pixels.astype(np.uint8)).convert("RGB")
 
     # --- responses ------------------------------------------------------------------------------------------
+    def responses(self, subject: str, region: str) -> Responses:
+        """As ``NSDVolumeDataset.responses``; ``info`` also says how many sessions were published."""
+        out = super().responses(subject, region)
+        out.info["sessions_published"] = NSD_SESSIONS[subject]
+        return out
+
+    def summary(self, deep: bool = False) -> dict[str, Any]:
+        """As ``NSDVolumeDataset.summary`` plus ``sessions`` per subject (used, published) and ``images``."""
+        out = super().summary(deep=deep)
+        out["sessions"] = {s: {"used": list(self.sessions[s]), "published": NSD_SESSIONS[s]} for s in self._subjects}
+        out["images"] = STIMULI_FILE.as_posix() if self.has_images else None
+        for subject in self._subjects:
+            used, published = self.sessions[subject], NSD_SESSIONS[subject]
+            if self._requested_sessions is None and len(used) < published:
+                out["warnings"].append(f"{subject}: {len(used)} of {published} published sessions present "
+                                       f"({number_ranges(used)}); its train/test split uses only these")
+        if not self.has_images:
+            out["warnings"].append(f"{STIMULI_FILE.as_posix()} is missing (expected at {self.root / STIMULI_FILE}): "
+                                   "responses are available, images (activations) are not")
+        return out
+
     def _split_counts(self, subject: str) -> tuple[int, int, int]:
         train, test = self.split(subject)
         trials = self.trial_images(subject)
@@ -232,9 +298,10 @@ class NSDDataset(NSDVolumeDataset):
     def _preprocess(self, subject: str, layout: VolumeLayout) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         train_ids, test_ids = self.split(subject)
         trials = self.trial_images(subject)
-        lookup_train = np.full(self._n_images, -1, dtype=np.int64)
+        n_lookup = int(trials.max()) + 1
+        lookup_train = np.full(n_lookup, -1, dtype=np.int64)
         lookup_train[train_ids] = np.arange(train_ids.size)
-        lookup_test = np.full(self._n_images, -1, dtype=np.int64)
+        lookup_test = np.full(n_lookup, -1, dtype=np.int64)
         lookup_test[test_ids] = np.arange(test_ids.size)
         test_counts = np.bincount(lookup_test[trials][lookup_test[trials] >= 0], minlength=test_ids.size)
         n_units = len(layout.union_xyz)
@@ -243,7 +310,7 @@ class NSDDataset(NSDVolumeDataset):
         bad = np.zeros(n_units, dtype=bool)
         sessions = self.sessions[subject]
         for position, n in enumerate(tqdm(sessions, desc=f"nsd {subject} sessions", disable=None)):
-            values = read_session_voxels(self.root / session_file(subject, n), layout.union_xyz,
+            values = read_betas_voxels(self.root / session_file(subject, n), layout.union_xyz,
                                          TRIALS_PER_SESSION, layout.shape, f"nsd {subject} session {n}")
             z, constant = zscore_within_session(values)
             bad |= constant
@@ -277,6 +344,14 @@ class NSDDataset(NSDVolumeDataset):
             "test_repetition_counts": test.counts.tolist(),
         }
         return union, meta
+
+
+def number_ranges(numbers: list[int]) -> str:
+    """[1, 2, 3, 5] -> '1-3, 5'."""
+    values = sorted(int(n) for n in numbers)
+    starts = [n for k, n in enumerate(values) if k == 0 or values[k - 1] != n - 1]
+    ends = [n for k, n in enumerate(values) if k == len(values) - 1 or values[k + 1] != n + 1]
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in zip(starts, ends))
 
 
 def _session_list(value: Any) -> list[int]:

@@ -25,8 +25,9 @@ from visreps.data.base import DatasetError
 from visreps.data.matfile import hdf5_dataset, open_hdf5, read_mat_arrays
 from visreps.data.nsd_volumes import (NSD_SUBJECTS, NSDVolumeDataset, VolumeLayout, brainmask_file,
                                       check_betas_header, require_files)
+from visreps.data.nsd_read import read_betas_voxels
 from visreps.data.preprocess import (RepetitionAccumulator, ceiling_from_ncsnr, ncsnr_from_trials,
-                                     read_session_voxels, zscore_within_session)
+                                     zscore_within_session)
 
 DESIGN_FILE = Path("nsddata/experiments/nsdsynthetic/nsdsynthetic_expdesign.mat")
 STIMULI_DIR = Path("nsddata_stimuli/stimuli/nsdsynthetic")
@@ -147,8 +148,8 @@ class NSDSyntheticDataset(NSDVolumeDataset):
 
     def _preprocess(self, subject: str, layout: VolumeLayout) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         stimuli = self.trial_stimuli
-        values = read_session_voxels(self.root / synthetic_betas_file(subject), layout.union_xyz, stimuli.size,
-                                     layout.shape, f"nsd_synthetic {subject}")
+        values = read_betas_voxels(self.root / synthetic_betas_file(subject), layout.union_xyz, stimuli.size,
+                                   layout.shape, f"nsd_synthetic {subject}")
         z, bad = zscore_within_session(values)
         ncsnr = ncsnr_from_trials(z, stimuli)
         selected = stimuli < self.n_stimuli

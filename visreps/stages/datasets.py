@@ -3,6 +3,8 @@
 Exit status 0 when the dataset opens and every file checks out, 1 when a file is missing or malformed (the
 message names it, relative to the root), 2 for a usage error (unknown dataset or option). ``--json`` prints
 one JSON object; ``--deep`` also preprocesses every subject and region (filling the cache) for exact counts.
+For NSD the report names the sessions used per subject; a gap in a subject's sessions fails the check (the
+message names the missing files), fewer sessions than published is a warning line.
 """
 
 from __future__ import annotations
@@ -97,6 +99,9 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"train {first['n_train']}, test {first['n_test']}"
             + ("" if not first.get("n_repetitions") else f" (up to {first['n_repetitions']} repetitions)")
         )
+        sessions = summary.get("sessions", {}).get(subject)
+        if sessions:
+            split += f"; sessions {_number_ranges(sessions['used'])} ({len(sessions['used'])} of {sessions['published']})"
         lines.append(f"  {subject}: {split}")
         width = max((len(r) for r in regions), default=0)
         for region, record in regions.items():
@@ -104,6 +109,14 @@ def format_summary(summary: dict[str, Any]) -> str:
     for warning in summary.get("warnings", []):
         lines.append(f"  warning: {warning}")
     return "\n".join(lines)
+
+
+def _number_ranges(numbers: list[int]) -> str:
+    """[1, 2, 3, 5] -> '1-3, 5'."""
+    values = sorted(int(n) for n in numbers)
+    starts = [n for k, n in enumerate(values) if k == 0 or values[k - 1] != n - 1]
+    ends = [n for k, n in enumerate(values) if k == len(values) - 1 or values[k + 1] != n + 1]
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in zip(starts, ends))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,14 +28,18 @@ from visreps.fingerprints import tree_fingerprint
 from visreps.paths import cache_dir, ensure_writable_dir
 from visreps.stages.common import add_config_arguments, compute_device
 from visreps.stages.evaluate_config import EvaluateConfig
-from visreps.stages.evaluate_pair import score_pair
+from visreps.stages.evaluate_pair import score_pair, score_selected_pair
 from visreps.stages.evaluate_tracking import log_pair, log_parent, read_pair_rows
-from visreps.tracking import ensure_tracking_available, resolve_model, reusable_run, stage_run, supersede_finished
+from visreps.tracking import (
+    ensure_tracking_available, newest_complete_run, resolve_model, reusable_run, stage_run, supersede_finished,
+)
 
 STAGE = "evaluate"
 PAIR_STAGE = "evaluate.pair"
 STAGE_VERSION = 1
 CONFIG_CLASS = EvaluateConfig
+#: the model is what an evaluation is about: another model is another evaluation, not a changed input
+IDENTIFYING = ("model",)
 
 
 class EvaluationError(VisrepsError, ValueError):
@@ -89,6 +93,7 @@ class EvaluationPlan:
     inputs: dict[str, str]
     device: Any
     cache_root: Path
+    selected: dict[tuple[str, str], tuple[str, str]] | None = None  # test-only: (subject, region) -> (point, NSD run)
 
 
 def _pairs(config: EvaluateConfig, dataset: Dataset) -> list[tuple[str, str]]:
@@ -109,9 +114,9 @@ def prepare(config: EvaluateConfig) -> EvaluationPlan:
                               "file, timm:<name> or torchvision:<name>")
     name, root = dataset_location(config)
     dataset = open_dataset(name, root, **config.dataset_options)
-    if dataset.test_only:
-        raise EvaluationError(f"dataset {config.dataset} has test stimuli only: its layer comes from the NSD "
-                              "evaluation of the same model, which this version of visreps cannot look up yet")
+    if dataset.test_only and config.analyses != ["rsa"]:
+        raise EvaluationError(f"dataset {config.dataset} has test stimuli only (rsa only: its layer comes from the "
+                              "NSD evaluation of the same model); use analysis=rsa")
     if dataset.kind == "behaviour" and "encoding" in config.analyses:
         raise EvaluationError(f"dataset {config.dataset} is a behaviour dataset: encoding is not defined for it; "
                               "use analysis=rsa")
@@ -129,7 +134,29 @@ def prepare(config: EvaluateConfig) -> EvaluationPlan:
     stimuli = StimulusSet.from_dataset(dataset, ids, inputs["dataset"])
     _probe(model, points, stimuli.check_loadable(model.transform, model.image_size), config, device)
     cache_root = ensure_writable_dir(config.cache_dir, "cache_dir") if config.cache_dir else cache_dir("activations")
-    return EvaluationPlan(config, dataset, pairs, model, points, stimuli, inputs, device, cache_root)
+    selected = _nsd_selection(config, model, pairs) if dataset.test_only else None
+    return EvaluationPlan(config, dataset, pairs, model, points, stimuli, inputs, device, cache_root, selected)
+
+
+def _nsd_selection(config: EvaluateConfig, model: Any, pairs: list[tuple[str, str]]
+                   ) -> dict[tuple[str, str], tuple[str, str]]:
+    """(subject, region) -> (point, NSD child run): the point the finished NSD RSA evaluation of the same weights
+    selected; EvaluationError naming every pair without one and the command that makes them."""
+    selected, missing = {}, []
+    for subject, region in pairs:
+        found = newest_complete_run({"visreps.stage": PAIR_STAGE, "visreps.dataset": "nsd", "visreps.analysis": "rsa",
+                                     "visreps.weights_fingerprint": model.weights_fingerprint,
+                                     "visreps.subject": subject, "visreps.region": region})
+        if found is None:
+            missing.append(f"{subject}/{region}")
+        else:
+            selected[(subject, region)] = (found.tags["visreps.selected_point"], found.run_id)
+    if missing:
+        raise EvaluationError(
+            f"dataset {config.dataset} takes the layer selected on NSD, but there is no finished NSD evaluation "
+            f"(analysis=rsa) of this model (weights {model.weights_fingerprint}) for {', '.join(missing)}; run "
+            f"`visreps evaluate model={config.model} dataset=nsd dataset_root=<NSD folder> analysis=rsa` first")
+    return selected
 
 
 def _probe(model: Any, points: list[str], shape: tuple[int, ...], config: EvaluateConfig, device: Any) -> None:
@@ -161,17 +188,17 @@ def _features(plan: EvaluationPlan, stimuli: StimulusSet, points: list[str], pro
 
 def _run_analysis(plan: EvaluationPlan, analysis: str, parent_run_id: str | None) -> str:
     config = plan.config.model_copy(update={"analysis": analysis})
-    previous = reusable_run(STAGE, config, STAGE_VERSION, plan.inputs, config.force)
+    previous = reusable_run(STAGE, config, STAGE_VERSION, plan.inputs, config.force, IDENTIFYING)
     if previous is not None:
         return previous.run_id
     tags = {**plan.model.tags(), "visreps.dataset": config.dataset, "visreps.analysis": analysis,
             "visreps.data_fingerprint": plan.inputs["dataset"]}
     name = f"evaluate-{config.dataset}-{analysis}-{plan.model.weights_fingerprint[:8]}"
     with stage_run(STAGE, config, STAGE_VERSION, tags=tags, run_name=name, parent_run_id=parent_run_id,
-                   inputs=plan.inputs, resume=True) as parent:
-        features = _features(plan, plan.stimuli, plan.points, config.projection_dim)
+                   inputs=plan.inputs, resume=True, identifying=IDENTIFYING) as parent:
+        features = None if plan.selected else _features(plan, plan.stimuli, plan.points, config.projection_dim)
         parent.log_params({"resolved.points": plan.points, "resolved.n_stimuli": len(plan.stimuli),
-                           "resolved.feature_cache": features.key})
+                           "resolved.feature_cache": features.key if features is not None else "none"})
         results = [_pair(plan, config, analysis, subject, region, features, parent.run_id)
                    for subject, region in plan.pairs]
         log_parent(parent, results, plan.points, config.ci_level)
@@ -184,7 +211,7 @@ def _pair(plan: EvaluationPlan, config: EvaluateConfig, analysis: str, subject: 
           parent_id: str) -> list[dict[str, Any]]:
     """The tidy rows of one (subject, region): re-used from its finished child run, or scored and logged."""
     pair_config = config.model_copy(update={"subjects": [subject], "regions": [region]})
-    previous = reusable_run(PAIR_STAGE, pair_config, STAGE_VERSION, plan.inputs, config.force)
+    previous = reusable_run(PAIR_STAGE, pair_config, STAGE_VERSION, plan.inputs, config.force, IDENTIFYING)
     if previous is not None:
         return read_pair_rows(previous.run_id)
     responses = plan.dataset.responses(subject, region)
@@ -195,8 +222,14 @@ def _pair(plan: EvaluationPlan, config: EvaluateConfig, analysis: str, subject: 
     tags = {"visreps.subject": subject, "visreps.region": region, "visreps.analysis": analysis,
             "visreps.dataset": config.dataset, "visreps.weights_fingerprint": plan.model.weights_fingerprint}
     with stage_run(PAIR_STAGE, pair_config, STAGE_VERSION, tags=tags, run_name=f"{subject}-{region}-{analysis}",
-                   parent_run_id=parent_id, inputs=plan.inputs, experiment=config.experiment) as child:
-        result = score_pair(config, analysis, responses, features, plan.points, exact)
+                   parent_run_id=parent_id, inputs=plan.inputs, experiment=config.experiment,
+                   identifying=IDENTIFYING) as child:
+        if plan.selected:
+            point, nsd_run = plan.selected[(subject, region)]
+            child.set_tags({"visreps.selection_run_id": nsd_run})
+            result = score_selected_pair(config, responses, point, plan.points, exact)
+        else:
+            result = score_pair(config, analysis, responses, features, plan.points, exact)
         log_pair(child, result)
     if config.force:
         supersede_finished(PAIR_STAGE, pair_config, STAGE_VERSION, plan.inputs, child.run_id)

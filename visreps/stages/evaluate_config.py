@@ -26,7 +26,7 @@ class EvaluateConfig(ConfigModel):
                                    "timm:<name> or torchvision:<name>")
     weights: str = Field("cache", description="timm/torchvision weights: cache, random or a local file")
     image_size: int | None = Field(None, ge=8, description="timm/torchvision input side (default: the model's)")
-    dataset: str = Field("demo", description="demo, demo_behaviour, generic, nsd, nsd_synthetic, tvsd, things")
+    dataset: str = Field("demo", description="demo, demo_behaviour, generic, nsd, nsd_synthetic (after nsd), tvsd, things")
     dataset_root: str = Field("", description="where the dataset lies (not needed for demo and demo_behaviour)")
     dataset_options: dict[str, Any] = Field(default_factory=dict, description="options of the dataset reader")
     analysis: Literal["rsa", "encoding", "both"] = "rsa"

@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 
 from visreps.activations import CachedFeatures, FeatureRows
-from visreps.alignment.ceiling import NoiseCeiling
-from visreps.alignment.evaluate import AlignmentResult, evaluate_encoding, evaluate_rsa
+from visreps.alignment.ceiling import NoiseCeiling, encoding_noise_ceiling, rsa_split_half_ceiling
+from visreps.alignment.evaluate import AlignmentResult, evaluate_encoding, evaluate_rsa, score_rsa_test
 from visreps.alignment.selection import LayerSelection, TestSplit, TrainSplit, select_layer
+from visreps.alignment.validation import AlignmentInputError
 from visreps.data.base import Responses
 from visreps.stages.evaluate_config import EvaluateConfig
 
@@ -43,14 +44,14 @@ class PairResult:
         """Finite numbers of the pair (score, CI, ceiling, normalised score and CI, selected point's score)."""
         summary = self.result.to_dict()
         values = {name: summary.get(name) for name in PAIR_METRICS[:-1]}
-        values["selection_score"] = self.selection.scores[self.selection.best_layer]
+        values["selection_score"] = self.selection.scores.get(self.selection.best_layer)
         values["selected_point_index"] = self.points.index(self.selection.best_layer)
         return {name: float(value) for name, value in values.items()
                 if isinstance(value, (int, float, np.floating)) and np.isfinite(value)}
 
     def selection_table(self) -> pd.DataFrame:
         return pd.DataFrame({"point": self.points, "point_index": range(len(self.points)),
-                             "selection_score": [self.selection.scores[point] for point in self.points],
+                             "selection_score": [self.selection.scores.get(point, np.nan) for point in self.points],
                              "selected": [point == self.selection.best_layer for point in self.points]})
 
     def tidy_rows(self) -> list[dict[str, Any]]:
@@ -73,6 +74,31 @@ def dataset_ceiling(responses: Responses) -> NoiseCeiling | None:
     return NoiseCeiling(float(per_unit.mean()), float(np.mean(np.square(per_unit))), "dataset", per_unit)
 
 
+def complete_repetitions(repetitions: np.ndarray | None) -> np.ndarray | None:
+    """The stimuli whose every repetition is finite (NSD: images shown fewer times carry NaN), or None when fewer
+    than 3 such stimuli or 2 repetitions remain."""
+    if repetitions is None:
+        return None
+    kept = repetitions[np.isfinite(repetitions).all(axis=(1, 2))]
+    return kept if kept.shape[0] >= 3 and kept.shape[1] >= 2 else None
+
+
+def noise_ceiling(config: EvaluateConfig, analysis: str, responses: Responses) -> tuple[NoiseCeiling | None, str]:
+    """(ceiling, how): the dataset's own (encoding, when it has one), else split-half of the complete repetitions;
+    None with the reason when the data allow none."""
+    if analysis == "encoding" and responses.noise_ceiling is not None:
+        return dataset_ceiling(responses), "dataset"
+    repetitions = complete_repetitions(responses.test_repetitions)
+    if repetitions is None:
+        return None, "no test repetitions" if responses.test_repetitions is None else "too few complete repetitions"
+    try:
+        if analysis == "rsa":
+            return rsa_split_half_ceiling(repetitions, method=config.compare, seed=config.seed), "split-half"
+        return encoding_noise_ceiling(repetitions, seed=config.seed), "split-half"
+    except AlignmentInputError as error:
+        return None, f"undefined: {error}"
+
+
 def score_pair(config: EvaluateConfig, analysis: str, responses: Responses, features: CachedFeatures,
                points: list[str], exact_test_features: Callable[[str, list[str]], Any]) -> PairResult:
     """Select on the training stimuli, score the test stimuli, with CI and ceiling (module docstring).
@@ -86,8 +112,7 @@ def score_pair(config: EvaluateConfig, analysis: str, responses: Responses, feat
         selection = select_layer(train, analysis="rsa", compare=config.compare, n_rsa_stimuli=config.n_rsa_stimuli,
                                  **options)
         best = selection.best_layer
-        test = TestSplit({best: exact_test_features(best, list(responses.test_ids))}, responses.test,
-                         responses.test_repetitions)
+        test = TestSplit({best: exact_test_features(best, list(responses.test_ids))}, responses.test)
         result = evaluate_rsa(TrainSplit(FeatureRows(features, train_rows, [best]), responses.train), test,
                               compare=config.compare, n_bootstrap=config.n_bootstrap,
                               bootstrap_fraction=config.bootstrap_fraction, replace=config.bootstrap_replace,
@@ -95,15 +120,30 @@ def score_pair(config: EvaluateConfig, analysis: str, responses: Responses, feat
     else:
         selection = select_layer(train, analysis="encoding", validation_fraction=config.validation_fraction, **options)
         best = selection.best_layer
-        test = TestSplit(FeatureRows(features, test_rows, [best]), responses.test, responses.test_repetitions)
+        test = TestSplit(FeatureRows(features, test_rows, [best]), responses.test)
         result = evaluate_encoding(TrainSplit(FeatureRows(features, train_rows, [best]), responses.train), test,
                                    n_bootstrap=config.n_bootstrap, bootstrap_fraction=config.bootstrap_fraction,
                                    replace=config.bootstrap_replace, ci_level=config.ci_level, layer=best,
                                    seed=config.seed, projection_dim=None)
-        own = dataset_ceiling(responses)
-        if own is not None:
-            result.noise_ceiling = own
+    result.noise_ceiling, how = noise_ceiling(config, analysis, responses)
+    result.extras["ceiling_source"] = how
+    if result.noise_ceiling is not None and how == "split-half":
+        result.extras["ceiling_stimuli"] = int(complete_repetitions(responses.test_repetitions).shape[0])
     result.selection_scores = dict(selection.scores)
     result.extras.update(selection.details)
     return PairResult(responses.subject, responses.region, analysis, selection, result, points,
                       list(responses.test_ids))
+
+
+def score_selected_pair(config: EvaluateConfig, responses: Responses, point: str, points: list[str],
+                        exact_test_features: Callable[[str, list[str]], Any]) -> PairResult:
+    """RSA of a test-only dataset (NSD-synthetic) at a point selected elsewhere (the NSD evaluation)."""
+    test = TestSplit({point: exact_test_features(point, list(responses.test_ids))}, responses.test)
+    result = score_rsa_test(test, point, compare=config.compare, seed=config.seed, n_bootstrap=config.n_bootstrap,
+                            bootstrap_fraction=config.bootstrap_fraction, replace=config.bootstrap_replace,
+                            ci_level=config.ci_level)
+    result.noise_ceiling, how = noise_ceiling(config, "rsa", responses)
+    result.extras["ceiling_source"] = how
+    selection = LayerSelection(point, {}, "rsa", {"selection": "NSD evaluation of the same model"})
+    points = list(points) if point in points else [*points, point]
+    return PairResult(responses.subject, responses.region, "rsa", selection, result, points, list(responses.test_ids))

@@ -31,7 +31,8 @@ def log_pair(run: StageRun, result: PairResult) -> None:
                     **{f"selection.{key}": value for key, value in result.selection.details.items()}})
     run.log_metrics(result.metrics)
     for index, point in enumerate(result.points):
-        run.log_metrics({"selection_curve": result.selection.scores[point]}, step=index)
+        if point in result.selection.scores:  # none when the point was selected on another dataset
+            run.log_metrics({"selection_curve": result.selection.scores[point]}, step=index)
     run.log_table(result.selection_table(), "selection.csv")
     run.log_table(pd.DataFrame(result.tidy_rows()), RESULTS_TABLE)
     run.log_table(pd.DataFrame({"stimulus": result.test_ids}), "test_stimuli.csv")

@@ -1,10 +1,11 @@
-"""Run every stage end to end: demo data → fine-label training → coarse labels → training at each K.
+"""Run every stage end to end: demo data → fine-label training → coarse labels → training at each K →
+evaluation of every network (and the untrained one) on the demo brain and behaviour data.
 
 Each child stage is configured the way it is on its own (``configs/<stage>/default.yaml``, then the experiment
 file and the overrides named in the pipeline's section), all child configurations are resolved and validated
 before any work starts, and a child whose identical configuration already finished is re-used, so running the
-pipeline again only does what is missing. The pipeline run holds the child run ids, a summary table and a
-held-out-accuracy-versus-K figure.
+pipeline again only does what is missing. The pipeline run holds the child run ids, a summary table, a
+held-out-accuracy-versus-K figure and an alignment-versus-K figure per dataset and region.
 
 Examples:
   visreps pipeline                                   # the demo (configs/pipeline/default.yaml)
@@ -26,15 +27,17 @@ from tqdm.auto import tqdm
 from visreps.config import ConfigError, ConfigModel, load_config, to_yaml
 from visreps.errors import VisrepsError
 from visreps.stages.common import add_config_arguments, stage_config
-from visreps.tracking import ensure_tracking_available, finished_run, stage_run
+from visreps.tracking import download_artifacts, ensure_tracking_available, finished_run, stage_run
 
 STAGE = "pipeline"
 STAGE_VERSION = 1
 _RUNTIME = {"affects_result": False}
-STEPS = ("demo_data", "train_fine", "labels", "train")
-#: placeholders filled in while the pipeline runs: the fine-label network's URI, the latest labels run id
+STEPS = ("demo_data", "train_fine", "labels", "train", "evaluate")
+#: placeholders filled in while the pipeline runs: the fine-label network's URI, the latest labels run id, and
+#: (evaluate jobs) the model of the training job with this index
 FINE_MODEL = "PIPELINE_FINE_MODEL"
 LABELS_RUN = "PIPELINE_LABELS_RUN"
+TRAINED_MODEL = "PIPELINE_TRAINED_MODEL_"
 
 
 class StageSection(ConfigModel):
@@ -49,10 +52,14 @@ class PipelineConfig(ConfigModel):
 
     experiment: str = Field("visreps-pipeline", json_schema_extra=_RUNTIME,
                             description="MLflow experiment of the pipeline run and of every child run")
-    steps: list[Literal["demo_data", "train_fine", "labels", "train"]] = Field(
+    steps: list[Literal["demo_data", "train_fine", "labels", "train", "evaluate"]] = Field(
         default_factory=lambda: list(STEPS), description="steps to run (demo_data is needed by every later one)")
     demo_data: StageSection = Field(default_factory=StageSection)
     train: StageSection = Field(default_factory=StageSection, description="every training run (fine and coarse)")
+    evaluate: StageSection = Field(default_factory=StageSection, description="every evaluation run")
+    evaluate_datasets: list[Literal["demo", "demo_behaviour"]] = Field(
+        default_factory=lambda: ["demo", "demo_behaviour"],
+        description="demo datasets every trained network (and the fine network's untrained state) is evaluated on")
     label_sources: dict[str, StageSection] = Field(
         default_factory=dict, description="label source name (used in tags and aliases) -> labels stage config")
     fine_model_source: str = Field(
@@ -113,6 +120,8 @@ class Job:
     label_source: str = ""
     k: int | None = None
     seed: int | None = None
+    model_of: int | None = None  # evaluate jobs: index of the training job whose network is evaluated
+    epoch0: bool = False  # evaluate jobs: the untrained (epoch-0) state of that network
 
 
 def plan(config: PipelineConfig) -> list[Job]:
@@ -165,12 +174,35 @@ def plan(config: PipelineConfig) -> list[Job]:
             if "train" in steps:
                 jobs += [train_job(name, k, seed, f"runs:/{LABELS_RUN}/label_tables/k{k}.parquet")
                          for k in config.ks for seed in config.seeds]
+    if "evaluate" in steps:
+        jobs += _evaluate_jobs(config, jobs, default_demo_root(demo))
     return jobs
+
+
+def _evaluate_jobs(config: PipelineConfig, jobs: list[Job], demo_root: Path) -> list[Job]:
+    """One evaluation per trained network and demo dataset, plus the fine network's untrained state."""
+    from visreps.stages.evaluate import EvaluateConfig
+
+    trained = [(index, job) for index, job in enumerate(jobs) if job.step == "train"]
+    if not trained:
+        raise PipelineError("step 'evaluate' needs trained networks: add 'train_fine' or 'train' to steps")
+    targets = [(index, job, False) for index, job in trained]
+    fine = [(index, job) for index, job in trained if job.label_source == "fine"]
+    targets.append((*(fine or trained)[0], True))
+    evaluations = []
+    for index, job, epoch0 in targets:
+        for dataset in config.evaluate_datasets:
+            extra = [f"experiment={config.experiment}", f"model={TRAINED_MODEL}{index}", f"dataset={dataset}",
+                     f"dataset_root={demo_root}"] + (["analysis=rsa"] if dataset == "demo_behaviour" else [])
+            evaluate = child_config(EvaluateConfig, "evaluate", config.evaluate, extra, "evaluate")
+            evaluations.append(Job("evaluate", evaluate, job.label_source, job.k, job.seed, index, epoch0))
+    return evaluations
 
 
 def run_pipeline(config: PipelineConfig) -> str:
     """Run (or re-use) every planned child stage in order; returns the pipeline run id."""
     from visreps.stages.demo_data import run_demo_data_stage
+    from visreps.stages.evaluate import run_evaluate_stage
     from visreps.stages.labels import run_labels_stage
     from visreps.stages.train import run_train_stage
 
@@ -180,6 +212,8 @@ def run_pipeline(config: PipelineConfig) -> str:
     rows: list[dict[str, Any]] = []
     fine_model_uri = ""
     labels_run = ""
+    trained_runs: dict[int, str] = {}
+    evaluations: list[dict[str, Any]] = []
     with stage_run(STAGE, config, STAGE_VERSION, run_name="pipeline") as run:
         run.log_text("\n---\n".join(f"# {job.step} {job.label_source} K={job.k} seed={job.seed}\n"
                                       f"{to_yaml(job.config)}" for job in jobs), "child_configs.yaml")
@@ -190,10 +224,17 @@ def run_pipeline(config: PipelineConfig) -> str:
                 if job.config.source.name == FINE_MODEL:
                     job.config.source.name = fine_model_uri
                 run_id = labels_run = run_labels_stage(job.config, parent_run_id=run.run_id)
+            elif job.step == "evaluate":
+                artifact = "model_epoch0" if job.epoch0 else "model"
+                job.config.model = f"runs:/{trained_runs[job.model_of]}/{artifact}"
+                parents = run_evaluate_stage(job.config, parent_run_id=run.run_id)
+                evaluations += _evaluation_rows(job, parents)
+                run.set_tags({f"visreps.child.{index:03d}": ",".join(parents.values())})
+                continue
             else:
                 if LABELS_RUN in job.config.labels.table:
                     job.config.labels.table = job.config.labels.table.replace(LABELS_RUN, labels_run)
-                run_id = run_train_stage(job.config, parent_run_id=run.run_id)
+                run_id = trained_runs[index] = run_train_stage(job.config, parent_run_id=run.run_id)
             child = finished_run(run_id)
             if job.step == "train" and job.label_source == "fine" and job.seed == config.seeds[0]:
                 fine_model_uri = f"runs:/{run_id}/model"  # pinned to the run; an alias could move later
@@ -202,6 +243,8 @@ def run_pipeline(config: PipelineConfig) -> str:
                          "K": int(child.tags["visreps.K"]) if "visreps.K" in child.tags else job.k,
                          "heldout_accuracy": child.metrics.get("final_heldout_accuracy")})
         _log_summary(run, rows, time.monotonic() - started)
+        if evaluations:
+            _log_evaluations(run, evaluations)
     print(f"pipeline: run {run.run_id}: {len(rows)} stage runs in {time.monotonic() - started:.0f} s")
     return run.run_id
 
@@ -218,6 +261,59 @@ def _log_summary(run, rows: list[dict[str, Any]], seconds: float) -> None:
         run.log_metrics({f"heldout_accuracy.{row.label_source}.k{int(row.K)}.s{int(row.seed)}":
                          float(row.heldout_accuracy) for row in trained.itertuples()})
         run.log_figure(accuracy_figure(trained), "figures/heldout_accuracy_vs_k.png")
+
+
+def _evaluation_rows(job: Job, parents: dict[str, str]) -> list[dict[str, Any]]:
+    """Per-region means over subjects of every analysis of one evaluation, for the pipeline's summary."""
+    import pandas as pd
+
+    rows = []
+    for analysis, parent_id in parents.items():
+        aggregates = pd.read_csv(download_artifacts(parent_id, "aggregates.csv"))
+        for row in aggregates[aggregates.metric.isin(["score", "noise_ceiling"])].itertuples():
+            rows.append({"dataset": job.config.dataset, "analysis": analysis, "region": row.region,
+                         "metric": row.metric, "mean": row.mean, "label_source": job.label_source,
+                         "K": job.k, "seed": job.seed, "untrained": job.epoch0, "run_id": parent_id})
+    return rows
+
+
+def _log_evaluations(run, evaluations: list[dict[str, Any]]) -> None:
+    """evaluations.csv and one alignment-versus-K figure per dataset and analysis."""
+    import pandas as pd
+
+    table = pd.DataFrame(evaluations).astype({"seed": "Int64", "K": "Int64"})
+    run.log_table(table, "evaluations.csv")
+    scores = table[table.metric == "score"]
+    for (dataset, analysis), rows in scores.groupby(["dataset", "analysis"]):
+        run.log_figure(alignment_figure(rows), f"figures/{dataset}_{analysis}_vs_k.png")
+
+
+def alignment_figure(scores):
+    """Mean score over subjects against K per label source and region; fine and untrained as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    regions = sorted(scores.region.unique())
+    figure, axes = plt.subplots(1, len(regions), figsize=(4.2 * len(regions), 3.4), squeeze=False)
+    for axis, region in zip(axes[0], regions):
+        rows = scores[scores.region == region]
+        coarse = rows[(rows.label_source != "fine") & ~rows.untrained]
+        for source, group in coarse.groupby("label_source"):
+            group = group.sort_values("K")
+            axis.plot(group.K, group["mean"], marker="o", label=source)
+        for label, chosen, style in (("fine (64 classes)", (rows.label_source == "fine") & ~rows.untrained, "--"),
+                                     ("untrained", rows.untrained, ":")):
+            if chosen.any():
+                axis.axhline(float(rows[chosen]["mean"].iloc[0]), color="grey", linestyle=style, label=label)
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("K (classes)")
+        axis.set_ylabel("score (mean over subjects)")
+        axis.set_title(region)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
 
 
 def accuracy_figure(trained):

@@ -6,7 +6,7 @@ e.g. ``{"dataset.root": <image tree>, "labels.table": <file content>}``). A comp
 run key is re-used; a finished run with the same configuration but other inputs is named with the inputs that
 changed, and the stage runs again. Tags written on every stage run:
 
-- ``visreps.config_key``: stage + version + config hash (the inputs left out);
+- ``visreps.config_key``: stage + version + config hash (+ the identifying inputs, e.g. an evaluation's model);
 - ``visreps.run_key``: the config key plus the inputs;
 - ``visreps.input.<name>``: each input's fingerprint;
 - ``visreps.host``, ``visreps.pid``, ``visreps.heartbeat`` (ms since the epoch, refreshed every
@@ -42,9 +42,13 @@ HEARTBEAT_S = 60.0
 STALE_S = 600.0
 
 
-def config_key(stage: str, config: ConfigModel, stage_version: int) -> str:
-    """Stage, version and result-affecting configuration (16 hex); inputs left out."""
+def config_key(stage: str, config: ConfigModel, stage_version: int,
+               identifying: Mapping[str, str] | None = None) -> str:
+    """Stage, version, result-affecting configuration and the *identifying* inputs (16 hex): what the run is
+    about (an evaluation's model), as opposed to inputs that may change under it (a dataset's files)."""
     text = f"{stage}:{stage_version}:{config_hash(config)}"
+    if identifying:
+        text += json.dumps(dict(sorted(identifying.items())), separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -65,10 +69,12 @@ class RunIdentity:
     config: ConfigModel
     stage_version: int = 1
     inputs: Mapping[str, str] = field(default_factory=dict)
+    identifying: tuple[str, ...] = ()  # names of inputs that say what the run is about (part of the config key)
 
     @property
     def config_key(self) -> str:
-        return config_key(self.stage, self.config, self.stage_version)
+        return config_key(self.stage, self.config, self.stage_version,
+                          {name: self.inputs[name] for name in self.identifying})
 
     @property
     def key(self) -> str:

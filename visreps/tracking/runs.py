@@ -201,17 +201,19 @@ def stage_run(
     parent_run_id: str | None = None,
     inputs: Mapping[str, str] | None = None,
     resume: bool = False,
+    identifying: tuple[str, ...] = (),
 ) -> Iterator[StageRun]:
     """Start (or continue) the run of ``stage``; log config, params and tags; close it FINISHED or FAILED.
 
     The experiment is ``experiment``, else ``config.experiment`` if the config has one, else ``visreps-<stage>``.
     ``inputs`` (name -> fingerprint) are part of the run key; ``resume=True`` continues an orphaned run of the
-    same key (``StageRun.continued``) instead of ending it as KILLED. ``visreps.complete`` is set only when the
+    same key (``StageRun.continued``) instead of ending it as KILLED; ``identifying`` names the inputs that are part
+    of the configuration key (see ``reusable_run``). ``visreps.complete`` is set only when the
     body returns without error; a heartbeat thread keeps ``visreps.heartbeat`` fresh while it runs.
     """
     mlflow_client = client()
     experiment_name = experiment or getattr(config, "experiment", None) or f"visreps-{stage}"
-    identity = RunIdentity(stage, config, stage_version, dict(inputs or {}))
+    identity = RunIdentity(stage, config, stage_version, dict(inputs or {}), identifying)
     run, orphans = _open_run(mlflow_client, experiment_name, identity, run_name, parent_run_id, resume)
     end_orphans(mlflow_client, orphans, run.run_id)
     all_tags = {
@@ -270,6 +272,20 @@ def _newest_complete(mlflow_client: MlflowClient, tag: str, value: str) -> Any |
     return found[0] if found else None
 
 
+def newest_complete_run(tags: Mapping[str, str]) -> FinishedRun | None:
+    """The newest complete, FINISHED run (any experiment) carrying every tag of ``tags``, or None."""
+    mlflow_client = client()
+    experiment_ids = [e.experiment_id for e in mlflow_client.search_experiments()]
+    if not experiment_ids:
+        return None
+    conditions = [f"tags.`{key}` = '{value}'" for key, value in tags.items()]
+    found = mlflow_client.search_runs(
+        experiment_ids, filter_string=" and ".join(conditions + [f"tags.`{COMPLETE_TAG}` = 'true'",
+                                                                   "attributes.status = 'FINISHED'"]),
+        order_by=["attributes.start_time DESC"], max_results=1)
+    return _as_finished(found[0]) if found else None
+
+
 def find_finished_run(stage: str, config: ConfigModel, stage_version: int = 1,
                       inputs: Mapping[str, str] | None = None) -> FinishedRun | None:
     """The newest complete, FINISHED run of ``stage`` with the same run key (configuration and inputs), or None."""
@@ -278,16 +294,17 @@ def find_finished_run(stage: str, config: ConfigModel, stage_version: int = 1,
 
 
 def reusable_run(stage: str, config: ConfigModel, stage_version: int = 1, inputs: Mapping[str, str] | None = None,
-                 force: bool = False) -> FinishedRun | None:
+                 force: bool = False, identifying: tuple[str, ...] = ()) -> FinishedRun | None:
     """The finished run a stage re-uses instead of running, or None; prints one line saying which, or why not.
 
     Re-used only when configuration *and* inputs are the same; when only the inputs differ from the newest
-    finished run of the same configuration, the line names them. Under `mlflow run`, the launcher's run is tagged
+    finished run of the same configuration, the line names them; inputs named in ``identifying`` say what the run
+    is about (an evaluation's model) and are part of "the same configuration". Under `mlflow run`, the launcher's run is tagged
     ``visreps.reused_run_id`` so it points at the result. ``force`` re-uses nothing.
     """
     if force:
         return None
-    identity = RunIdentity(stage, config, stage_version, dict(inputs or {}))
+    identity = RunIdentity(stage, config, stage_version, dict(inputs or {}), identifying)
     mlflow_client = client()
     found = _newest_complete(mlflow_client, "visreps.run_key", identity.key)
     if found is not None:
