@@ -7,7 +7,7 @@
 """
 
 from visreps.activations.cache import CachedFeatures, FeatureRows, FeatureSpec, extract_features
-from visreps.activations.reader import ActivationReader, TokenRule, reduce_tokens, reader_points
+from visreps.activations.reader import ActivationReader, TokenRule, reduce_tokens
 from visreps.activations.stimuli import StimulusError, StimulusSet
 
 __all__ = [
@@ -19,6 +19,5 @@ __all__ = [
     "StimulusSet",
     "TokenRule",
     "extract_features",
-    "reader_points",
     "reduce_tokens",
 ]

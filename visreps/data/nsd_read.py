@@ -21,8 +21,8 @@ import h5py
 import numpy as np
 
 from visreps.data.base import DatasetError
-from visreps.data.matfile import hdf5_dataset, open_hdf5
-from visreps.data.preprocess import NSD_BETA_SCALE, read_session_voxels
+from visreps.data.matfile import open_hdf5
+from visreps.data.preprocess import NSD_BETA_SCALE, checked_betas, read_session_voxels
 
 
 def betas_layout(betas: h5py.Dataset, n_trials: int) -> str:
@@ -48,17 +48,7 @@ def read_betas_voxels(path: str | Path, xyz: np.ndarray, n_trials: int, volume_x
     """
     xyz = np.asarray(xyz, dtype=np.int64).reshape(-1, 3)
     with open_hdf5(path, what) as handle:
-        betas = hdf5_dataset(handle, "betas", what)
-        expected = (n_trials, *volume_xyz[::-1])
-        if betas.shape != expected:
-            raise DatasetError(
-                f"{what}: {path} dataset 'betas' has shape {betas.shape}, expected {expected} "
-                f"(trials, Z, Y, X) matching the masks' (X, Y, Z) = {volume_xyz}"
-            )
-        if betas.dtype.kind not in "iu":
-            raise DatasetError(
-                f"{what}: {path} dataset 'betas' is {betas.dtype}, expected int16 (percent signal change × 300)"
-            )
+        betas = checked_betas(handle, path, n_trials, volume_xyz, what)
         chosen = layout or betas_layout(betas, n_trials)
         if chosen not in ("voxel-raw", "voxel", "box"):
             raise ValueError(f"layout must be voxel-raw, voxel or box, got {layout!r}")

@@ -20,6 +20,22 @@ from visreps.data.matfile import hdf5_dataset, open_hdf5
 NSD_BETA_SCALE = 300.0
 
 
+def checked_betas(handle, path: str | Path, n_trials: int, volume_xyz: tuple[int, int, int], what: str):
+    """The ``betas`` dataset of an open session file, checked: integer, h5py shape (n_trials, Z, Y, X)."""
+    betas = hdf5_dataset(handle, "betas", what)
+    expected = (n_trials, *volume_xyz[::-1])
+    if betas.shape != expected:
+        raise DatasetError(
+            f"{what}: {path} dataset 'betas' has shape {betas.shape}, expected {expected} "
+            f"(trials, Z, Y, X) matching the masks' (X, Y, Z) = {volume_xyz}"
+        )
+    if betas.dtype.kind not in "iu":
+        raise DatasetError(
+            f"{what}: {path} dataset 'betas' is {betas.dtype}, expected int16 (percent signal change × 300)"
+        )
+    return betas
+
+
 def read_session_voxels(
     path: str | Path,
     xyz: np.ndarray,
@@ -35,17 +51,7 @@ def read_session_voxels(
     """
     xyz = np.asarray(xyz, dtype=np.int64).reshape(-1, 3)
     with open_hdf5(path, what) as handle:
-        betas = hdf5_dataset(handle, "betas", what)
-        expected = (n_trials, *volume_xyz[::-1])
-        if betas.shape != expected:
-            raise DatasetError(
-                f"{what}: {path} dataset 'betas' has shape {betas.shape}, expected {expected} "
-                f"(trials, Z, Y, X) matching the masks' (X, Y, Z) = {volume_xyz}"
-            )
-        if betas.dtype.kind not in "iu":
-            raise DatasetError(
-                f"{what}: {path} dataset 'betas' is {betas.dtype}, expected int16 (percent signal change × 300)"
-            )
+        betas = checked_betas(handle, path, n_trials, volume_xyz, what)
         out = np.empty((n_trials, len(xyz)), dtype=np.float32)
         if len(xyz) == 0:
             return out
