@@ -464,7 +464,8 @@ def print_report(args: argparse.Namespace, settings: dict[str, Any], results: di
     ours, theirs = results["visreps"], results["reference"]
     rows, worst = agreement(ours["results"], theirs["results"])
     print(table(rows, ["region/analysis", "selected point", "score (visreps)", "95 % CI (visreps)",
-                       "max |Δ| selection (at point)", "|Δ| score", "|Δ| CI low", "|Δ| CI high", "≤ 1e-6"]))
+                       "max \\|Δ\\| selection (at point)", "\\|Δ\\| score", "\\|Δ\\| CI low", "\\|Δ\\| CI high",
+                       "≤ 1e-6"]))
     speed = {a: theirs["scoring_s"][a] / ours["scoring_s"][a] for a in ANALYSES}
     total = sum(theirs["scoring_s"].values()) / sum(ours["scoring_s"].values())
     loops = {a: sum(r["bootstrap_s"] for k, r in theirs["results"].items() if k.endswith(a)) for a in ANALYSES}
