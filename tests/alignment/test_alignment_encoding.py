@@ -57,8 +57,13 @@ def test_matches_himalaya_torch_backend_float32():
     x, y = make_data(200, 30, 20, seed=1)
     fit = fit_ridge_cv(x.astype(np.float32), y.astype(np.float32))
     alphas, coef, _ = himalaya_fit(x.astype(np.float32), y.astype(np.float32), "torch")
+    exact_alphas, _, _ = himalaya_fit(x, y)  # float64: the alphas float32 solvers approximate
+    # float32 near-ties (targets without signal, flat scores at large alphas) may pick a neighbouring alpha:
+    # visreps must recover the float64 choice at least as often as himalaya's float32 torch backend does
+    ours, theirs = (np.isclose(found, exact_alphas, rtol=1e-5).mean() for found in (fit.best_alphas, alphas))
+    assert ours >= max(theirs, 0.9)
     same = np.isclose(fit.best_alphas, alphas, rtol=1e-5)
-    assert same.mean() >= 0.9  # float32 near-ties may pick a neighbouring alpha
+    assert same.mean() >= 0.8
     scale = np.abs(coef).max()
     np.testing.assert_allclose(fit.weights.numpy()[:, same], coef[:, same], atol=1e-4 * scale)
 

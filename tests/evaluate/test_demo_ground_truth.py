@@ -1,6 +1,7 @@
 """The demo data's ground truth checked through train → evaluate: ventral voxels are built from the object
-latents, so a network trained on the demo's classes must beat its untrained state on the ventral region, and no
-score may exceed its noise ceiling."""
+latents, so a network trained on the demo's classes must beat its untrained state on the ventral region; early
+voxels are built from local oriented energy, so the trained network's early region must select an earlier point
+than its ventral region; and no score may exceed its noise ceiling."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def test_trained_beats_untrained_on_ventral_and_stays_below_the_ceiling(store, t
     scores = {}
     for state, artifact in (("trained", "model"), ("untrained", "model_epoch0")):
         config = load_config(EvaluateConfig, "evaluate", overrides=[
-            f"model=runs:/{run_id}/{artifact}", f"dataset_root={demo}", "analysis=rsa", "n_bootstrap=100",
+            f"model=runs:/{run_id}/{artifact}", f"dataset_root={demo}", "analysis=both", "n_bootstrap=100",
             "progress=false", "device=cpu", "experiment=visreps-ground-truth"])
         scores[state] = pd.concat([_tidy(parent) for parent in run_evaluate_stage(config).values()])
     trained, untrained = scores["trained"], scores["untrained"]
@@ -45,7 +46,10 @@ def test_trained_beats_untrained_on_ventral_and_stays_below_the_ceiling(store, t
         chosen = (table.region == region) & (table.metric == metric) & (table.analysis == analysis)
         return float(table[chosen].value.mean())
 
-    assert mean(trained, "ventral", "score", "rsa") > mean(untrained, "ventral", "score", "rsa") + 0.05
+    for analysis in ("rsa", "encoding"):
+        assert mean(trained, "ventral", "score", analysis) > mean(untrained, "ventral", "score", analysis) + 0.05
+        assert mean(trained, "early", "selected_point_index", analysis) \
+            < mean(trained, "ventral", "selected_point_index", analysis)
     for table in (trained, untrained):
         pivot = table.pivot_table(index=["subject", "region"], columns="metric", values="value")
         assert (pivot.score < pivot.noise_ceiling).all()

@@ -45,6 +45,8 @@ DEFAULT_FOLDS = 5
 TARGET_BATCH_BYTES = 256 * 2**20
 #: float64 temporaries of the z-scoring
 STANDARDIZE_CHUNK_BYTES = 32 * 2**20
+#: matrices from this size on are decomposed by SciPy's syevd on CPU (faster there; torch below)
+SCIPY_EIGH_MIN_SIZE = 1536
 
 
 def _column_slices(shape: tuple[int, ...], itemsize: int = 8) -> Iterator[slice]:
@@ -76,12 +78,19 @@ class Standardizer:
         return cls(mean, std + ZSCORE_EPSILON)
 
     def apply(self, x: torch.Tensor, dtype: torch.dtype, columns: slice = slice(None)) -> torch.Tensor:
-        """Standardise ``x``, whose columns are ``columns`` of the fit data."""
-        mean = self.mean[columns].to(x.device)
-        scale = self.scale[columns].to(x.device)
+        """Standardise ``x``, whose columns are ``columns`` of the fit data, into ``dtype``.
+
+        Computed in the wider of ``x``'s dtype and ``dtype``: float32 data into float32 stays float32 (the
+        statistics are float64 either way; the subtraction then rounds once more, ≤ 1 float32 ulp).
+        """
+        work = torch.promote_types(x.dtype, dtype) if x.is_floating_point() else torch.float64
+        mean = self.mean[columns].to(x.device, work)
+        scale = self.scale[columns].to(x.device, work)
+        if work == dtype and x.dtype == dtype:
+            return (x - mean).div_(scale)
         out = torch.empty(x.shape, dtype=dtype, device=x.device)
         for block in _column_slices(tuple(x.shape)):
-            out[:, block] = ((x[:, block].double() - mean[block]) / scale[block]).to(dtype)
+            out[:, block] = ((x[:, block].to(work) - mean[block]) / scale[block]).to(dtype)
         return out
 
     def invert(self, z: torch.Tensor) -> torch.Tensor:
@@ -109,9 +118,10 @@ def kfold_splits(n_samples: int, n_folds: int = DEFAULT_FOLDS, shuffle_seed: int
 
 
 def symmetric_eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eigenvalues (ascending) and eigenvectors of a symmetric matrix. On CPU LAPACK's divide-and-conquer
-    ``syevd`` through SciPy (≈1.5× faster than torch's CPU eigh here), elsewhere ``torch.linalg.eigh``."""
-    if matrix.device.type != "cpu":
+    """Eigenvalues (ascending) and eigenvectors of a symmetric matrix. On CPU, from SCIPY_EIGH_MIN_SIZE rows on,
+    LAPACK's divide-and-conquer ``syevd`` through SciPy (≈1.3× faster than torch's CPU eigh at 4,096 rows,
+    slower below ~1,500: benchmarks/README.md), otherwise ``torch.linalg.eigh``. ``matrix`` may be overwritten."""
+    if matrix.device.type != "cpu" or matrix.shape[0] < SCIPY_EIGH_MIN_SIZE:
         return torch.linalg.eigh(matrix)
     # the transpose of a symmetric C-ordered matrix is the same matrix in Fortran order: LAPACK works on it
     # in place (no copy); ``matrix`` is overwritten
@@ -119,20 +129,38 @@ def symmetric_eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(values), torch.from_numpy(vectors)
 
 
-def _eigen_solver(x_train: torch.Tensor, x_predict: torch.Tensor | None
-                  ) -> tuple[torch.Tensor, torch.Tensor, Any]:
-    """(eigenvalues λ ≥ 0, A, project) such that predictions = A · diag(1/(λ+α)) · project(Y_train).
+def _kernel_solver(kernel: torch.Tensor, train: torch.Tensor, predict: torch.Tensor | None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Kernel form from the (n × n) kernel XXᵀ of all fit rows: (λ ≥ 0, V, A) with V the eigenvectors of the
+    train rows' kernel and A = K[predict, train] · V, so predictions(α) = A · diag(1/(λ+α)) · Vᵀ Y_train."""
+    eigenvalues, vectors = symmetric_eigh(kernel[train][:, train])
+    left = None if predict is None else kernel[predict][:, train] @ vectors.to(kernel.device)
+    return eigenvalues.clamp_min(0).to(kernel.device), vectors.to(kernel.device), left
 
-    With x_predict None, A maps back to feature weights (the refit) instead of predictions.
-    """
-    n_train, n_features = x_train.shape
-    if n_train >= n_features:
-        eigenvalues, vectors = symmetric_eigh(x_train.T @ x_train)
-        left = vectors if x_predict is None else x_predict @ vectors
-        return eigenvalues.clamp_min(0), left, lambda y: vectors.T @ (x_train.T @ y)
-    eigenvalues, vectors = symmetric_eigh(x_train @ x_train.T)
-    left = x_train.T @ vectors if x_predict is None else (x_predict @ x_train.T) @ vectors
-    return eigenvalues.clamp_min(0), left, lambda y: vectors.T @ y
+
+def _distinct_rows(shrinks: torch.Tensor) -> list[int]:
+    """For each alpha the index of the first alpha with the same shrink factors (equal numbers, equal scores:
+    the tie-break then prefers the largest alpha, as himalaya does)."""
+    same = [0]
+    for index in range(1, shrinks.shape[0]):
+        same.append(same[-1] if torch.equal(shrinks[index], shrinks[index - 1]) else index)
+    return same
+
+
+def _validation_sse(y_val: torch.Tensor, left: torch.Tensor, shrinks: torch.Tensor, projected: torch.Tensor,
+                    distinct: list[int]) -> torch.Tensor:
+    """(alphas, targets) sum of squared validation errors; predictions(α) = (A · diag(shrink_α)) @ projected,
+    computed for the distinct alphas in chunks that fit TARGET_BATCH_BYTES."""
+    unique = sorted(set(distinct))
+    sse = torch.empty(len(unique), y_val.shape[1], dtype=y_val.dtype, device=y_val.device)
+    per_alpha = max(1, y_val.numel() * y_val.element_size())
+    step = max(1, TARGET_BATCH_BYTES // per_alpha)
+    for start in range(0, len(unique), step):
+        chosen = unique[start:start + step]
+        predictions = torch.matmul(left[None] * shrinks[chosen][:, None, :], projected)
+        sse[start:start + len(chosen)] = (predictions - y_val[None]).square_().sum(dim=1)
+    position = {index: row for row, index in enumerate(unique)}
+    return sse[[position[index] for index in distinct]]
 
 
 def _target_batches(n_targets: int, rows: int, n_features: int, target_batch: int | None,
@@ -203,29 +231,30 @@ def fit_ridge_cv(x: Any, y: Any, *, alphas: Any = DEFAULT_ALPHAS, n_folds: int =
         cross = torch.empty(n_features, n_targets, dtype=dtype, device=device)
         for batch in batches:
             cross[:, batch] = xz.T @ zscored(batch)
+    # kernel form: one n × n kernel of all fit rows; every fold's train and validation kernels are blocks of it
+    kernel = xz @ xz.T if not primal or any(train.size < n_features for train, _ in splits) else None
     bar = tqdm(total=n_folds + 1, desc="ridge CV folds", disable=not progress)
     for fold, (train, validation) in enumerate(splits):
         train_t, val_t = torch.from_numpy(train).to(device), torch.from_numpy(validation).to(device)
-        x_val = xz[val_t]
-        if train.size >= n_features:
+        fold_primal = train.size >= n_features
+        if fold_primal:
+            x_val = xz[val_t]
             eigenvalues, vectors = symmetric_eigh(torch.addmm(gram, x_val.T, x_val, alpha=-1))
-            eigenvalues, left = eigenvalues.clamp_min(0).to(device), x_val @ vectors.to(device)
+            eigenvalues, vectors = eigenvalues.clamp_min(0).to(device), vectors.to(device)
+            left = x_val @ vectors
         else:
-            eigenvalues, left, project = _eigen_solver(xz[train_t], x_val)
+            eigenvalues, vectors, left = _kernel_solver(kernel, train_t, val_t)
         shrinks = 1.0 / (eigenvalues[None, :] + alpha_t[:, None])
+        distinct = _distinct_rows(shrinks)
         for batch in batches:
-            if train.size >= n_features:
+            if fold_primal:
                 y_val = zscored(batch, val_t)
-                projected = vectors.to(device).T @ (cross[:, batch] - x_val.T @ y_val)
+                projected = vectors.T @ (cross[:, batch] - x_val.T @ y_val)
             else:
                 yz = zscored(batch)
-                projected, y_val = project(yz[train_t]), yz[val_t]
-            for index in range(alphas.size):
-                if index and torch.equal(shrinks[index], shrinks[index - 1]):  # same numbers, same scores
-                    scores[fold, index, batch] = scores[fold, index - 1, batch]
-                    continue
-                sse = (y_val - (left * shrinks[index]) @ projected).square().sum(dim=0)
-                scores[fold, index, batch] = (-sse / validation.size).double().cpu()
+                projected, y_val = vectors.T @ yz[train_t], yz[val_t]
+            sse = _validation_sse(y_val, left, shrinks, projected, distinct)
+            scores[fold, :, batch] = (-sse / validation.size).double().cpu()
         bar.update()
     mean_scores = scores.mean(dim=0)
     mean_scores = torch.where(torch.isfinite(mean_scores), mean_scores, torch.tensor(-torch.inf, dtype=torch.float64))
@@ -233,16 +262,13 @@ def fit_ridge_cv(x: Any, y: Any, *, alphas: Any = DEFAULT_ALPHAS, n_folds: int =
     best = torch.argmax(mean_scores, dim=0)
     if not bool(torch.isfinite(mean_scores.max(dim=0).values).all()):
         raise AlignmentInputError("ridge CV produced no finite score for some targets; check the fit features")
-    if primal:
-        eigenvalues, vectors = symmetric_eigh(gram)
-        eigenvalues, left = eigenvalues.clamp_min(0).to(device), vectors.to(device)
-        project = None
-    else:
-        eigenvalues, left, project = _eigen_solver(xz, None)
+    eigenvalues, vectors = symmetric_eigh(gram if primal else kernel)  # overwrites it: its last use
+    eigenvalues, vectors = eigenvalues.clamp_min(0).to(device), vectors.to(device)
+    left = vectors if primal else xz.T @ vectors  # maps the shrunk projections to feature weights
     weights = torch.empty(n_features, n_targets, dtype=dtype)
     best_alphas = alpha_t[best.to(device)]
     for batch in batches:
-        projected = left.T @ cross[:, batch] if project is None else project(zscored(batch))
+        projected = vectors.T @ cross[:, batch] if primal else vectors.T @ zscored(batch)
         shrink = 1.0 / (eigenvalues[:, None] + best_alphas[None, batch])
         weights[:, batch] = (left @ (shrink * projected)).cpu()
     bar.update()
