@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "data"))
 
 from published_fixtures import build_nsd  # noqa: E402
 
-import visreps.data.nsd  # noqa: E402,F401  (imports outside the timed region)
+import visreps.data.published.nsd  # noqa: E402,F401  (imports outside the timed region)
 
 
 def load_all_regions(root: Path, subject: str = "subj01") -> tuple[float, int]:

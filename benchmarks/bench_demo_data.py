@@ -25,8 +25,9 @@ def main(argv: list[str]) -> None:
     overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in argv)}
     with tempfile.TemporaryDirectory() as home:
         os.environ["VISREPS_HOME"] = home
-        from visreps.data import demo, demo_build
-        from visreps.data.demo_images import png_bytes, render_images
+        from visreps.data import demo
+        from visreps.data.demo import build as demo_build
+        from visreps.data.demo.images import png_bytes, render_images
 
         timings: dict[str, tuple[float, float]] = {}
         for name in ("build_train_images", "build_brain", "build_behaviour"):

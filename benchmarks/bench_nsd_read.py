@@ -27,8 +27,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from visreps.data.nsd_read import read_betas_voxels
-from visreps.data.preprocess import read_session_voxels
+from visreps.data.published.nsd_read import read_betas_voxels
+from visreps.data.published.preprocess import read_session_voxels
 
 
 def write_session(path: Path, trials: int, volume_xyz: tuple[int, int, int], seed: int = 0) -> float:

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-import visreps.data.nsd as nsd_module
+import visreps.data.published.nsd as nsd_module
 from visreps.data import open_dataset
 from visreps.data.cache import PreprocessCache, fingerprint
 

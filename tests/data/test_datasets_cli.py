@@ -79,7 +79,7 @@ def test_tvsd_and_things(tmp_path, capsys):
 
 
 def test_generic_dataset_missing_root(tmp_path, capsys):
-    pytest.importorskip("visreps.data.generic")
+    pytest.importorskip("visreps.data.generic.reader")
     assert check("generic", "--root", str(tmp_path / "absent")) == 1
     assert "FAILED" in capsys.readouterr().err
 

@@ -17,16 +17,19 @@ from matplotlib.figure import Figure
 from pydantic import Field, ValidationError
 from sklearn.linear_model import RidgeCV
 
-from visreps.data import demo, demo_brain
+from visreps.data import demo
+from visreps.data.demo import brain as demo_brain
+from visreps.data.demo import config as demo_config_module
+from visreps.data.demo import generate as demo_generate_module
 from visreps.data.base import DatasetError
 from visreps.data.demo import (
     DemoDataConfig, brain_stimulus_latents, default_demo_root, demo_config_hash, generate_demo_dataset,
     ground_truth_features, open_demo_dataset, sample_image_grid, train_image_latents,
 )
-from visreps.data.demo_images import (
+from visreps.data.demo.images import (
     COLOUR_HUES, N_FINE, SHAPES, fine_class, hsv_to_rgb, png_bytes, render_images, sample_latents,
 )
-from visreps.data.generic_write import concept_split
+from visreps.data.base import concept_split
 from visreps.data.images import scan_class_folders
 
 TINY = DemoDataConfig(n_train_images=64, image_size=32, n_subjects=1, n_train_stimuli_per_subject=16,
@@ -101,7 +104,9 @@ def test_version_change_regenerates(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     root = tmp_path / "d"
     generate_demo_dataset(TINY, root=root, progress=False)
     default_before = default_demo_root(TINY)
-    monkeypatch.setattr(demo, "GENERATOR_VERSION", demo.GENERATOR_VERSION + 1)
+    bumped = demo.GENERATOR_VERSION + 1
+    for module in (demo, demo_config_module, demo_generate_module):  # the constant and its two importers
+        monkeypatch.setattr(module, "GENERATOR_VERSION", bumped)
     with pytest.raises(DatasetError, match="written by demo generator version"):
         open_demo_dataset(root)
     regenerated = generate_demo_dataset(TINY, root=root, progress=False)
@@ -128,7 +133,7 @@ def test_interrupted_generation_leaves_no_complete_looking_folder(tmp_path: Path
         assert (folder.parent / "train_images.csv").is_file()  # earlier parts were written, elsewhere
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(demo, "build_brain", interrupted)
+    monkeypatch.setattr(demo_generate_module, "build_brain", interrupted)
     with pytest.raises(KeyboardInterrupt):
         generate_demo_dataset(TINY, root=root, progress=False)
     assert len(seen) == 1 and len(seen[0]) == 1 and seen[0][0].startswith(".d.partial-")  # hidden, not at root
@@ -301,7 +306,7 @@ def test_behaviour_embedding_and_split(small: demo.DemoDataset) -> None:
     concepts = behaviour.stimulus_ids()
     assert len(concepts) == N_FINE and concepts[0] == "red_circle"
     responses = behaviour.responses("group", "behaviour")
-    assert (responses.train_ids.tolist(), responses.test_ids.tolist()) == concept_split(concepts, 0.2, 42)
+    assert (responses.train_ids.tolist(), responses.test_ids.tolist()) == concept_split(sorted(concepts), 0.2, 42)
     assert len(responses.train_ids) == 12 and responses.n_units == SMALL.behaviour_dims
     assert all(len(behaviour.stimulus_images(c)) == SMALL.n_images_per_concept for c in concepts)
     embedding = np.concatenate([responses.train, responses.test])

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from visreps.data import DatasetError, open_dataset
-from visreps.data.nsd_read import betas_layout, read_betas_voxels, zyx_order
-from visreps.data.preprocess import read_session_voxels
+from visreps.data.published.nsd_read import betas_layout, read_betas_voxels, zyx_order
+from visreps.data.published.preprocess import read_session_voxels
 
 try:
     from .published_fixtures import build_nsd, visreps_home  # noqa: F401

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from visreps.data import DatasetError, open_dataset
-from visreps.data.tvsd import parse_area_map
+from visreps.data.published.tvsd import parse_area_map
 
 try:
     from .published_fixtures import build_tvsd, visreps_home, write_mat73  # noqa: F401

@@ -1,4 +1,12 @@
-"""Data layer: the dataset interface, the readers of published dataset layouts, the built-in demo data."""
+"""Data layer, the lowest of visreps.
+
+- top level: the dataset interface (``base``: ``Dataset``, ``Responses``, ``concept_split``), image reading
+  (``images``), the preprocessing cache (``cache``) and ``open_dataset``;
+- ``published``: readers of the published layouts (NSD, NSD-synthetic, TVSD, THINGS) and their MATLAB, NIfTI
+  and preprocessing helpers;
+- ``generic``: the generic dataset format (reader, format checks, writer; docs/dataset_format.md);
+- ``demo``: the built-in demo dataset generator (docs/demo_data.md).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +18,11 @@ from visreps.data.base import Dataset, DatasetError, Responses
 
 #: dataset name -> "module:ClassName"; every class takes (root, **options)
 DATASET_CLASSES: dict[str, str] = {
-    "generic": "visreps.data.generic:GenericDataset",
-    "nsd": "visreps.data.nsd:NSDDataset",
-    "nsd_synthetic": "visreps.data.nsd_synthetic:NSDSyntheticDataset",
-    "tvsd": "visreps.data.tvsd:TVSDDataset",
-    "things": "visreps.data.things:ThingsBehaviourDataset",
+    "generic": "visreps.data.generic.reader:GenericDataset",
+    "nsd": "visreps.data.published.nsd:NSDDataset",
+    "nsd_synthetic": "visreps.data.published.nsd_synthetic:NSDSyntheticDataset",
+    "tvsd": "visreps.data.published.tvsd:TVSDDataset",
+    "things": "visreps.data.published.things:ThingsBehaviourDataset",
 }
 
 

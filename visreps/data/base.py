@@ -9,6 +9,7 @@ images (`stimulus_images`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,6 +25,28 @@ class DatasetError(VisrepsError, ValueError):
     The message names the file or the name at fault and says how to fix it.
     """
 
+
+
+def concept_split(concepts: Sequence[str], selection_fraction: float = 0.2, seed: int = 42
+                  ) -> tuple[list[str], list[str]]:
+    """(selection, evaluation) concepts of a behaviour dataset, each in the order given.
+
+    A permutation ``default_rng(seed).permutation(n)`` of the positions in ``concepts``; its first
+    floor(fraction · n) (at least 1, at most n − 1) are the selection concepts, the rest the evaluation ones.
+    THINGS applies it to the concepts in ``unique_id.txt`` order (the study's split: 370 of 1,854 with seed 42);
+    the generic writer to the sorted concept names, so that its split does not depend on the input order.
+    """
+    if not 0.0 < selection_fraction < 1.0:
+        raise DatasetError(f"selection_fraction must be between 0 and 1 (exclusive), got {selection_fraction}")
+    names = [str(concept) for concept in concepts]
+    if len(names) < 2:
+        raise DatasetError(f"a concept split needs at least 2 concepts, got {len(names)}")
+    n_selection = min(max(1, int(np.floor(selection_fraction * len(names)))), len(names) - 1)
+    permutation = np.random.default_rng(seed).permutation(len(names))
+    chosen = np.zeros(len(names), dtype=bool)
+    chosen[permutation[:n_selection]] = True
+    return ([name for name, keep in zip(names, chosen) if keep],
+            [name for name, keep in zip(names, chosen) if not keep])
 
 @dataclass(frozen=True)
 class Responses:

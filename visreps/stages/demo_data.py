@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import Field
 
 from visreps.data.demo import DemoDataConfig, generate_demo_dataset, sample_image_grid
-from visreps.data.generic import GenericDataset
+from visreps.data.generic.reader import GenericDataset
 from visreps.stages.common import add_config_arguments, stage_config
 from visreps.fingerprints import tree_fingerprint
 from visreps.tracking import ensure_tracking_available, reusable_run, stage_run

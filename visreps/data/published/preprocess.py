@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from visreps.data.base import DatasetError
-from visreps.data.matfile import hdf5_dataset, open_hdf5
+from visreps.data.published.matfile import hdf5_dataset, open_hdf5
 
 #: NSD stores betas as int16 percent signal change × 300
 NSD_BETA_SCALE = 300.0

@@ -22,11 +22,11 @@ import numpy as np
 from PIL import Image
 
 from visreps.data.base import DatasetError
-from visreps.data.matfile import hdf5_dataset, open_hdf5, read_mat_arrays
-from visreps.data.nsd_volumes import (NSD_SUBJECTS, NSDVolumeDataset, VolumeLayout, brainmask_file,
+from visreps.data.published.matfile import hdf5_dataset, open_hdf5, read_mat_arrays
+from visreps.data.published.nsd_volumes import (NSD_SUBJECTS, NSDVolumeDataset, VolumeLayout, brainmask_file,
                                       check_betas_header, require_files)
-from visreps.data.nsd_read import read_betas_voxels
-from visreps.data.preprocess import (RepetitionAccumulator, ceiling_from_ncsnr, ncsnr_from_trials,
+from visreps.data.published.nsd_read import read_betas_voxels
+from visreps.data.published.preprocess import (RepetitionAccumulator, ceiling_from_ncsnr, ncsnr_from_trials,
                                      zscore_within_session)
 
 DESIGN_FILE = Path("nsddata/experiments/nsdsynthetic/nsdsynthetic_expdesign.mat")

@@ -11,20 +11,19 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from visreps.data import demo_brain as brain_model
-from visreps.data.demo_images import (
+from visreps.data.demo import brain as brain_model
+from visreps.data.demo.config import DemoDataConfig
+from visreps.data.demo.images import (
     N_FINE, balanced_labels, chunk_size, fine_class, png_bytes, render_images, sample_latents,
 )
-from visreps.data.generic_write import write_behaviour_dataset, write_neural_dataset
+from visreps.data.generic.writer import write_behaviour_dataset, write_neural_dataset
 
-if TYPE_CHECKING:
-    from visreps.data.demo import DemoDataConfig
 
 
 def subject_names(config: DemoDataConfig) -> list[str]:

@@ -1,6 +1,6 @@
 """Files of the generic visreps dataset format (docs/dataset_format.md): names, manifest, tables, arrays.
 
-Shared by the reader (``visreps.data.generic``) and the writers (``visreps.data.generic_write``), so
+Shared by the reader (``visreps.data.generic.reader``) and the writers (``visreps.data.generic.writer``), so
 both apply the same checks. Every failure is one DatasetError naming the file and the fix.
 """
 
@@ -46,7 +46,7 @@ def read_manifest(root: Path) -> dict[str, Any]:
     if not root.is_dir():
         raise fail(f"dataset folder {root} does not exist; give the folder that holds {MANIFEST_NAME}")
     if not path.is_file():
-        raise fail(f"{path} is missing; write it with visreps.data.generic_write.write_manifest")
+        raise fail(f"{path} is missing; write it with visreps.data.generic.writer.write_manifest")
     try:
         manifest = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:

@@ -17,8 +17,8 @@ import numpy as np
 
 from visreps.data.base import Dataset, DatasetError, Responses
 from visreps.data.cache import CacheEntry, PreprocessCache
-from visreps.data.matfile import hdf5_dataset, open_hdf5
-from visreps.data.nifti import NSD_REGIONS, RegionSpec, load_volume, parse_region, read_ctab, region_mask
+from visreps.data.published.matfile import hdf5_dataset, open_hdf5
+from visreps.data.published.nifti import NSD_REGIONS, RegionSpec, load_volume, parse_region, read_ctab, region_mask
 
 NSD_SUBJECTS: tuple[str, ...] = tuple(f"subj{i:02d}" for i in range(1, 9))
 #: published number of NSD scan sessions per subject

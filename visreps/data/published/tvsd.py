@@ -25,8 +25,8 @@ from PIL import Image
 from visreps.data.base import Dataset, DatasetError, Responses
 from visreps.data.cache import PreprocessCache
 from visreps.data.images import load_rgb
-from visreps.data.matfile import hdf5_dataset, open_hdf5, oriented, read_mat_strings
-from visreps.data.preprocess import ceiling_from_repetitions
+from visreps.data.published.matfile import hdf5_dataset, open_hdf5, oriented, read_mat_strings
+from visreps.data.published.preprocess import ceiling_from_repetitions
 
 MONKEYS = ("monkeyF", "monkeyN")
 AREA_ORDER = ("V1", "V4", "IT")

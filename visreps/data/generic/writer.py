@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from visreps.data.base import DatasetError
-from visreps.data.generic import GenericDataset
-from visreps.data.generic_format import (
+from visreps.data.base import DatasetError, concept_split
+from visreps.data.generic.reader import GenericDataset
+from visreps.data.generic.format import (
     DEFAULT_RESPONSES, FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, OPTIONAL_RESPONSE_ARRAYS,
     check_response_arrays,
 )
@@ -131,25 +131,6 @@ def write_neural_responses(
     return save_npz(path, arrays)
 
 
-def concept_split(concepts: Sequence[str], selection_fraction: float = 0.2,
-                  seed: int = 42) -> tuple[list[str], list[str]]:
-    """Seeded split of concepts into selection (floor(fraction * n), at least 1) and evaluation.
-
-    The concepts are sorted first, so the split does not depend on their input order; both parts are
-    returned sorted.
-    """
-    if not 0.0 < selection_fraction < 1.0:
-        raise DatasetError(f"selection_fraction must be between 0 and 1, got {selection_fraction}")
-    ordered = sorted(str(c) for c in concepts)
-    if len(ordered) < 2:
-        raise DatasetError("a concept split needs at least 2 concepts")
-    n_selection = min(max(1, int(np.floor(selection_fraction * len(ordered)))), len(ordered) - 1)
-    permutation = np.random.default_rng(seed).permutation(len(ordered))
-    selection = sorted(ordered[i] for i in permutation[:n_selection])
-    evaluation = sorted(ordered[i] for i in permutation[n_selection:])
-    return selection, evaluation
-
-
 def write_behaviour_embedding(root: str | Path, concepts: Sequence[str], embedding: np.ndarray,
                               selection_concepts: Sequence[str], evaluation_concepts: Sequence[str],
                               filename: str = "behaviour.npz") -> Path:
@@ -194,7 +175,7 @@ def write_behaviour_dataset(
     metadata: Mapping[str, Any] | None = None,
 ) -> GenericDataset:
     """Write a behaviour dataset (``stimuli`` needs a concept column) with a seeded concept split; open it."""
-    selection, evaluation = concept_split(concepts, selection_fraction, split_seed)
+    selection, evaluation = concept_split(sorted(str(c) for c in concepts), selection_fraction, split_seed)
     write_stimulus_table(root, stimuli)
     write_behaviour_embedding(root, concepts, embedding, selection, evaluation)
     write_manifest(root, name=name, kind="behaviour", subjects=["group"], regions=["behaviour"],

@@ -20,7 +20,7 @@ import pandas as pd
 import scipy.fft
 from PIL import Image
 
-from visreps.data.demo_images import (
+from visreps.data.demo.images import (
     HUE_JITTER, LATENT_RANGES, N_COLOUR_FAMILIES, N_FINE, N_SHAPE_FAMILIES, N_SHAPES,
     COLOUR_HUES, fine_class,
 )

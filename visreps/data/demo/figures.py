@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from visreps.data.base import DatasetError
-from visreps.data.demo_images import COLOUR_FAMILIES, N_COLOUR_FAMILIES, N_SHAPES, SHAPE_FAMILIES, fine_class
+from visreps.data.demo.images import COLOUR_FAMILIES, N_COLOUR_FAMILIES, N_SHAPES, SHAPE_FAMILIES, fine_class
 
 
 def sample_image_grid(root: str | Path, n_per_class: int = 3, tile: int = 48) -> Figure:

@@ -21,8 +21,8 @@ import h5py
 import numpy as np
 
 from visreps.data.base import DatasetError
-from visreps.data.matfile import open_hdf5
-from visreps.data.preprocess import NSD_BETA_SCALE, checked_betas, read_session_voxels
+from visreps.data.published.matfile import open_hdf5
+from visreps.data.published.preprocess import NSD_BETA_SCALE, checked_betas, read_session_voxels
 
 
 def betas_layout(betas: h5py.Dataset, n_trials: int) -> str:

@@ -16,19 +16,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from visreps.data.base import Dataset, DatasetError, Responses
+from visreps.data.base import Dataset, DatasetError, Responses, concept_split
 from visreps.data.images import IMAGE_EXTENSIONS, load_rgb
 
 SUBJECT, REGION = "group", "behaviour"
-
-
-def concept_split(n_concepts: int, selection_fraction: float = 0.2, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted (selection, evaluation) concept indices: a seeded permutation, the first floor(f·n) for selection."""
-    if not 0.0 < selection_fraction < 1.0:
-        raise DatasetError(f"things: selection_fraction must be in (0, 1), got {selection_fraction}")
-    permutation = np.random.default_rng(seed).permutation(n_concepts)
-    n_selection = int(np.floor(n_concepts * selection_fraction))
-    return np.sort(permutation[:n_selection]), np.sort(permutation[n_selection:])
 
 
 class ThingsBehaviourDataset(Dataset):
@@ -61,7 +52,9 @@ class ThingsBehaviourDataset(Dataset):
         self.embedding = self._read_embedding()
         self._images = self._scan_images()
         self._image_paths = {stem: path for paths in self._images.values() for stem, path in paths}
-        self.selection, self.evaluation = concept_split(len(self.concepts), float(selection_fraction), int(seed))
+        selection, _ = concept_split(self.concepts, float(selection_fraction), int(seed))
+        chosen = np.isin(np.asarray(self.concepts, dtype=object), selection)
+        self.selection, self.evaluation = np.flatnonzero(chosen), np.flatnonzero(~chosen)
         self.seed, self.selection_fraction = int(seed), float(selection_fraction)
 
     def _read_concepts(self) -> list[str]:

@@ -5,7 +5,7 @@ paths), the images, and either one ``.npz`` of responses per subject and region 
 ``behaviour.npz`` with a concept embedding and its selection/evaluation split (kind ``behaviour``).
 ``GenericDataset`` checks everything it can on open (without loading the response matrices) and raises
 one DatasetError naming the file and the fix. The file-level checks live in
-``visreps.data.generic_format``, the writers in ``visreps.data.generic_write`` (also reachable here).
+``visreps.data.generic.format``, the writers in ``visreps.data.generic.writer``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pandas as pd
 from PIL import Image
 
 from visreps.data.base import Dataset, DatasetError, Responses
-from visreps.data.generic_format import (
+from visreps.data.generic.format import (
     BEHAVIOUR_ARRAYS, INFO_PREFIX, check_numeric, check_response_arrays, check_text, drop_nonfinite_units,
     duplicates, fail, load_npz, npz_members, read_manifest, read_stimulus_table,
 )
@@ -205,16 +205,3 @@ class GenericDataset(Dataset):
                   "selection_fraction": self.manifest.get("selection_fraction"),
                   "split_seed": self.manifest.get("split_seed")},
         )
-
-
-_WRITERS = ("save_npz", "text_array", "write_manifest", "write_stimulus_table", "write_neural_responses",
-            "concept_split", "write_behaviour_embedding", "write_neural_dataset", "write_behaviour_dataset")
-
-
-def __getattr__(name: str) -> Any:
-    """The writers of ``visreps.data.generic_write`` are also reachable here (imported on first use)."""
-    if name in _WRITERS:
-        from visreps.data import generic_write
-
-        return getattr(generic_write, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -28,12 +28,12 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from visreps.data.base import DatasetError, Responses
-from visreps.data.matfile import hdf5_dataset, open_hdf5, read_mat_arrays
-from visreps.data.nifti import load_volume
-from visreps.data.nsd_volumes import (NSD_SESSIONS, NSD_SUBJECTS, NSDVolumeDataset, VolumeLayout, brainmask_file,
+from visreps.data.published.matfile import hdf5_dataset, open_hdf5, read_mat_arrays
+from visreps.data.published.nifti import load_volume
+from visreps.data.published.nsd_volumes import (NSD_SESSIONS, NSD_SUBJECTS, NSDVolumeDataset, VolumeLayout, brainmask_file,
                                       check_betas_header, func_dir, require_files)
-from visreps.data.nsd_read import read_betas_voxels
-from visreps.data.preprocess import RepetitionAccumulator, ceiling_from_ncsnr, zscore_within_session
+from visreps.data.published.nsd_read import read_betas_voxels
+from visreps.data.published.preprocess import RepetitionAccumulator, ceiling_from_ncsnr, zscore_within_session
 
 TRIALS_PER_SESSION = 750
 EXPDESIGN_FILE = Path("nsddata/experiments/nsd/nsd_expdesign.mat")
