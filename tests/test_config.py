@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import Field
 
-from visreps.config import ConfigError, ConfigModel, config_hash, flatten_config, load_config, read_yaml, to_yaml
+from visreps.config import (
+    ConfigError, ConfigModel, config_hash, flatten_config, load_config, read_yaml, runtime_field, to_yaml,
+)
 
 
 class Optimiser(ConfigModel):
@@ -20,7 +21,7 @@ class StageConfig(ConfigModel):
     seed: int = 1
     name: str = "base"
     use_amp: bool = False
-    num_workers: int = Field(0, json_schema_extra={"affects_result": False})
+    num_workers: int = runtime_field(0)
     optimiser: Optimiser = Optimiser()
 
 
@@ -140,3 +141,50 @@ def test_every_stage_default_file_loads() -> None:
         load_config(module.CONFIG_CLASS, stage)
         checked += 1
     assert checked >= 1
+
+
+def _stage_config_classes() -> dict[str, type]:
+    import importlib
+
+    from visreps.cli import COMMANDS
+
+    modules = {name: importlib.import_module(module) for name, module in COMMANDS.items()}
+    return {name: module.CONFIG_CLASS for name, module in modules.items() if hasattr(module, "CONFIG_CLASS")}
+
+
+def test_every_stage_default_file_agrees_with_its_config_class() -> None:
+    from visreps.paths import project_root
+
+    classes = _stage_config_classes()
+    assert set(classes) == {"demo_data", "labels", "train", "evaluate", "pipeline", "score"}
+    for stage, schema in classes.items():
+        path = project_root() / "configs" / stage / "default.yaml"
+        assert path.is_file(), f"{path} is missing"
+        from_file, from_class = flatten_config(read_yaml(path)), flatten_config(schema())
+        assert from_file == from_class, f"{path} disagrees with {schema.__name__}: " + str(
+            {key: (from_file.get(key), from_class.get(key)) for key in set(from_file) | set(from_class)
+             if from_file.get(key) != from_class.get(key)})
+
+
+def test_tracked_stages_share_one_base_and_one_runtime_marker() -> None:
+    from visreps.config import StageConfig, affects_result
+    from visreps.paths import project_root
+
+    for stage, schema in _stage_config_classes().items():
+        if stage == "score":  # reads and writes files only: nothing tracked
+            continue
+        assert issubclass(schema, StageConfig), stage
+        assert not affects_result(schema, "experiment") and not affects_result(schema, "force")
+    marker = [str(path.relative_to(project_root())) for path in (project_root() / "visreps").rglob("*.py")
+              if "\"affects_result\":" in path.read_text() and path.name != "loading.py"]
+    assert marker == [], f"mark result-free fields with visreps.config.runtime_field, not by hand: {marker}"
+
+
+def test_package_version_is_the_project_version() -> None:
+    import tomllib
+
+    import visreps
+    from visreps.paths import project_root
+
+    project = tomllib.loads((project_root() / "pyproject.toml").read_text())["project"]
+    assert visreps.__version__ == project["version"]

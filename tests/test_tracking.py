@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from pydantic import Field
 
 from tests.conftest import REPO
-from visreps.config import ConfigModel, config_hash
+from visreps.config import ConfigModel, config_hash, runtime_field
 from visreps.tracking import (
     COMPLETE_TAG,
     TrackingError,
@@ -29,7 +28,7 @@ from visreps.tracking import (
 class ToyConfig(ConfigModel):
     seed: int = 1
     lr: float = 1e-3
-    experiment: str = Field("visreps-tests", json_schema_extra={"affects_result": False})
+    experiment: str = runtime_field("visreps-tests")
 
 
 def test_embedded_store_lives_in_visreps_home(isolated_visreps_home: Path) -> None:

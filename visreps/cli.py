@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from visreps import __version__
 from visreps.errors import VisrepsError
 
 #: command name -> module; help text is the module docstring's first line
@@ -31,6 +32,7 @@ def _command_module(name: str):
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser; with ``command`` only that sub-command is imported (fast start)."""
     parser = argparse.ArgumentParser(prog="visreps", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"visreps {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="command", required=True)
     for name in COMMANDS:
         if command is not None and name != command:

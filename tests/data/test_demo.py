@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 from sklearn.linear_model import RidgeCV
 
+from visreps.config import runtime_field
 from visreps.data import demo
 from visreps.data.demo import brain as demo_brain
 from visreps.data.demo import config as demo_config_module
@@ -172,10 +173,10 @@ def test_config_validation_and_subclass_configs() -> None:
     with pytest.raises(ValidationError):
         DemoDataConfig(n_images=5)
 
-    class StageConfig(DemoDataConfig):
-        experiment: str = Field("x", json_schema_extra={"affects_result": False})
+    class WithExperiment(DemoDataConfig):
+        experiment: str = runtime_field("x")
 
-    staged = StageConfig(**TINY.model_dump(), experiment="other")
+    staged = WithExperiment(**TINY.model_dump(), experiment="other")
     assert demo_config_hash(staged) == demo_config_hash(TINY)
     assert default_demo_root(staged) == default_demo_root(TINY)
 

@@ -191,7 +191,7 @@ def test_labels_from_a_model_trained_by_visreps(image_tree: Path, tmp_path: Path
     # the same network registered in the Model Registry: models:/name@alias gives the same labels; moving the
     # alias to other weights makes the identical configuration recompute instead of reusing stale labels
     from visreps.tracking import StageRun, experiment_id
-    from visreps.tracking.models import log_model_file, register_model_version
+    from visreps.tracking.registry import log_model_file, register_model_version
 
     def register(model_file: Path) -> None:
         mlflow_client = client()

@@ -1,4 +1,4 @@
-"""CustomCNN against the SPEC §2 table: layer geometry, parameter count, initialisation, extraction sizes."""
+"""CustomCNN against the docs/method.md §2 table: layer geometry, parameter count, initialisation, extraction sizes."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from torch import nn
 from visreps.activations import ActivationReader
 from visreps.models import CustomCNN, create_model, extraction_points
 
-SPEC_SIZES_224 = {
+PUBLISHED_SIZES_224 = {
     "conv1": 96 * 55 * 55, "conv2": 256 * 27 * 27, "conv3": 384 * 13 * 13, "conv4": 384 * 13 * 13,
     "conv5": 256 * 13 * 13, "fc1": 4096, "fc2": 4096,
 }
 
 
 def spec_parameter_count(k: int) -> int:
-    """Hand count of the SPEC table: conv weights (+ bias except conv1), BN (2 per channel), linears, BN1d."""
+    """Hand count of the table of docs/method.md §2: conv weights (+ bias except conv1), BN (2 per channel), linears, BN1d."""
     convs = [(3, 96, 11, False), (96, 256, 5, True), (256, 384, 3, True), (384, 384, 3, True), (384, 256, 3, True)]
     total = sum(cin * cout * k_ * k_ + (cout if bias else 0) + 2 * cout for cin, cout, k_, bias in convs)
     total += (2304 * 4096 + 4096) + 2 * 4096 + (4096 * 4096 + 4096) + 2 * 4096
@@ -51,10 +51,10 @@ def test_layer_geometry(full_model: CustomCNN) -> None:
 
 def test_extraction_points_and_sizes_at_224(full_model: CustomCNN) -> None:
     points = extraction_points(full_model)
-    assert points == [f"{layer}_{kind}" for layer in SPEC_SIZES_224 for kind in ("pre", "post")]
+    assert points == [f"{layer}_{kind}" for layer in PUBLISHED_SIZES_224 for kind in ("pre", "post")]
     with ActivationReader(full_model, points) as extractor:
         features = extractor(torch.randn(2, 3, 224, 224))
-    for layer, size in SPEC_SIZES_224.items():
+    for layer, size in PUBLISHED_SIZES_224.items():
         assert features[f"{layer}_pre"].shape == (2, size)
         assert features[f"{layer}_post"].shape == (2, size)
 

@@ -1,4 +1,4 @@
-"""Extraction points: hooks copy what they capture (SPEC §10.1), timm defaults, overrides, bad names."""
+"""Extraction points: hooks copy what they capture (docs/method.md §10.1), timm defaults, overrides, bad names."""
 
 from __future__ import annotations
 

@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pydantic import Field
 
-from visreps.config import ConfigModel
+from visreps.config import ConfigModel, runtime_field
 from visreps.fingerprints import state_dict_fingerprint
 from visreps.models import ModelError, create_model, extraction_points, save_model_file
 from visreps.tracking import ResolvedModel, resolve_model, stage_run
-from visreps.tracking.models import ensure_registered, log_model_file, model_alias, registered_model_name
+from visreps.tracking.registry import ensure_registered, log_model_file, model_alias, registered_model_name
 from visreps.data.images import resize_and_crop
 from visreps.training.transforms import normalise
 
@@ -27,7 +26,7 @@ METADATA = {"architecture": ARCHITECTURE, "num_classes": 4, "K": 4, "image_size"
 
 class ResolveTestConfig(ConfigModel):
     seed: int = 3
-    experiment: str = Field("visreps-resolve-tests", json_schema_extra={"affects_result": False})
+    experiment: str = runtime_field("visreps-resolve-tests")
 
 
 @pytest.fixture(scope="module")

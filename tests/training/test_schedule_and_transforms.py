@@ -1,4 +1,4 @@
-"""The learning-rate schedule against torch's schedulers, decay groups, and the SPEC transforms vs torchvision."""
+"""The learning-rate schedule against torch's schedulers, decay groups, and the study's transforms vs torchvision."""
 
 from __future__ import annotations
 

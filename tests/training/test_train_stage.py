@@ -65,7 +65,7 @@ def test_final_model_is_also_an_mlflow_pytorch_model(store: MlflowClient, fine_r
     and forward hooks fire (a torch.export graph would not run them)."""
     import mlflow.pytorch
 
-    from visreps.tracking.models import load_pytorch_flavour
+    from visreps.tracking.registry import load_pytorch_flavour
 
     uri = f"runs:/{fine_run}/mlflow_model"
     assert store.get_run(fine_run).data.tags["visreps.mlflow_model_uri"] == uri

@@ -1,7 +1,7 @@
 """Stream a stimulus set through a network into an on-disk feature cache: one memory-mapped array per point.
 
 ``extract_features`` reads every requested point in one forward pass per batch, applies the seeded sparse
-random projection of each point on the fly (k = 4,096, SPEC §3; ``projection_dim=None`` keeps the exact
+random projection of each point on the fly (k = 4,096, docs/method.md §3; ``projection_dim=None`` keeps the exact
 activations), averages the images of a stimulus as they stream past (THINGS concepts), and writes each finished
 stimulus row into ``<cache_root>/<key>/<point>.npy`` (float32, stimuli × features). Memory is one batch of
 activations plus the rows still being averaged — never all points at full size.

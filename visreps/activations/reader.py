@@ -4,7 +4,7 @@
 copies reduced per image by the token rule (D = C·H·W for feature maps with ``flatten``). Points are the
 model's default extraction points (``visreps.models.extraction_points``), any submodule name of
 ``model.named_modules()``, ``output`` (the whole model's output) and, for timm models, ``features``
-(``forward_features``: the final-norm tokens or feature map). Forward hooks copy what they capture (SPEC §10.1:
+(``forward_features``: the final-norm tokens or feature map). Forward hooks copy what they capture (docs/method.md §10.1:
 an in-place ReLU after the hooked module would otherwise change a captured ``*_pre`` tensor into the ``*_post``
 one). The forward pass stops as soon as every requested point has been read, so reading an early layer costs
 only the layers before it; a module that runs more than once is read at its first call.

@@ -1,7 +1,7 @@
 """Stimulus sets: which images make up each stimulus, streamed as transformed batches.
 
 A stimulus is one image (NSD, TVSD, the demo) or several whose activations are averaged (a THINGS concept,
-SPEC §4). ``StimulusSet.batches`` yields ``(images (B, C, H, W), rows (B,))`` in stimulus order, so the images
+docs/method.md §4). ``StimulusSet.batches`` yields ``(images (B, C, H, W), rows (B,))`` in stimulus order, so the images
 of one stimulus are consecutive and a reader can average them as they stream past.
 """
 

@@ -1,6 +1,6 @@
 """Ridge encoding: per-target alpha by K-fold CV, no intercept, z-scoring with fit-split statistics only.
 
-Method (SPEC §6): X and Y are z-scored with the fit split's mean and population std (ddof=0) + 1e-8; the
+Method (docs/method.md §6): X and Y are z-scored with the fit split's mean and population std (ddof=0) + 1e-8; the
 same statistics are applied to any data predicted later. For every target the alpha is chosen from
 ``DEFAULT_ALPHAS`` (20 log-spaced values 1e-10..1e10) by 5-fold CV on the z-scored fit data; the model is
 then refit on the whole fit split with each target's alpha.

@@ -13,21 +13,27 @@ Unknown keys and wrong types raise ``ConfigError`` naming the key and where it c
 from visreps.config.loading import (
     ConfigError,
     ConfigModel,
+    StageConfig,
+    affects_result,
     config_hash,
     flatten_config,
     load_config,
     parse_overrides,
     read_yaml,
+    runtime_field,
     to_yaml,
 )
 
 __all__ = [
     "ConfigError",
     "ConfigModel",
+    "StageConfig",
+    "affects_result",
     "config_hash",
     "flatten_config",
     "load_config",
     "parse_overrides",
     "read_yaml",
+    "runtime_field",
     "to_yaml",
 ]

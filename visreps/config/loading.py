@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Iterable, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticUndefined
 
 from visreps.errors import VisrepsError
 from visreps.paths import project_root
@@ -19,14 +20,33 @@ class ConfigError(VisrepsError, ValueError):
     """A configuration key, value or file is wrong; the message names it and says where it came from."""
 
 
-class ConfigModel(BaseModel):
-    """Base of every stage configuration: unknown keys are errors, values are validated on assignment.
+def runtime_field(default: Any = PydanticUndefined, **options: Any) -> Any:
+    """A field that does not affect results (worker counts, progress bars, devices, where runs are tracked):
+    ``config_hash`` leaves it out, so changing it does not invalidate finished runs. Takes ``Field``'s options."""
+    return Field(default, json_schema_extra={"affects_result": False}, **options)
 
-    A field declared with ``json_schema_extra={"affects_result": False}`` (worker counts, progress bars,
-    output folders) is left out of ``config_hash`` so that changing it does not invalidate finished runs.
+
+def affects_result(model: type[BaseModel], name: str) -> bool:
+    """Whether field ``name`` of ``model`` is part of the run identity (not declared with ``runtime_field``)."""
+    extra = model.model_fields[name].json_schema_extra
+    return not (isinstance(extra, dict) and extra.get("affects_result") is False)
+
+
+class ConfigModel(BaseModel):
+    """Base of every configuration model: unknown keys are errors, values are validated on assignment.
+
+    Fields declared with ``runtime_field`` are left out of ``config_hash``.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
+
+
+class StageConfig(ConfigModel):
+    """Base of every stage's configuration: what every stage has. A stage sets its own default experiment."""
+
+    experiment: str = runtime_field("visreps", description="MLflow experiment of the stage's runs")
+    force: bool = runtime_field(False, description="run again even if an identical run finished (the new run "
+                                                   "supersedes it)")
 
 
 ConfigT = TypeVar("ConfigT", bound=ConfigModel)
@@ -176,9 +196,8 @@ def load_config(
 
 def _hashable(model: BaseModel) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, field in type(model).model_fields.items():
-        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        if extra.get("affects_result") is False:
+    for name in type(model).model_fields:
+        if not affects_result(type(model), name):
             continue
         value = getattr(model, name)
         out[name] = _hashable(value) if isinstance(value, BaseModel) else value

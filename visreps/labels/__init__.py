@@ -1,4 +1,4 @@
-"""Coarse labels: PCA median splits of image features, nested for K = 2, 4, ..., 1024 (SPEC section 1).
+"""Coarse labels: PCA median splits of image features, nested for K = 2, 4, ..., 1024 (docs/method.md §1).
 
 Library only (no tracking): feature sources, exact streaming PCA, median-bit labels, label tables and the
 files of a labels run. The ``labels`` stage (``visreps.stages.labels``) logs them to MLflow.

@@ -1,6 +1,6 @@
-"""CustomCNN: the study's AlexNet-style network (SPEC §2), and its width/resolution-scaled demo variant.
+"""CustomCNN: the study's AlexNet-style network (docs/method.md §2), and its width/resolution-scaled demo variant.
 
-At the default settings (``CustomCNN(num_classes)``) the network is exactly the SPEC table for 224×224 input:
+At the default settings (``CustomCNN(num_classes)``) the network is exactly the table of docs/method.md §2 for 224×224 input:
 
 =======  ==========================================  =========  ===========  ===================
 layer    operation                                   channels   k/s/p        output (224 input)
@@ -63,7 +63,7 @@ def _fc_block(in_features: int, out_features: int, dropout: float) -> nn.Sequent
 
 
 class CustomCNN(nn.Module):
-    """AlexNet-style CNN of SPEC §2 (see the module docstring); ``forward(x)`` returns logits (B, num_classes).
+    """AlexNet-style CNN of docs/method.md §2 (see the module docstring); ``forward(x)`` returns logits (B, num_classes).
 
     ``channels``: output channels of conv1..conv5; ``hidden``: width of fc1/fc2; ``conv1_geometry``:
     (kernel, stride, padding) of conv1; ``pooled_size``: side of the adaptive average pool before fc1.
@@ -102,7 +102,7 @@ class CustomCNN(nn.Module):
                    dropout=dropout)
 
     def reset_parameters(self) -> None:
-        """SPEC initialisation (see the module docstring)."""
+        """The study's initialisation (docs/method.md §2; see the module docstring)."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -124,7 +124,7 @@ class CustomCNN(nn.Module):
         return self.output(self.fc2(self.fc1(x)))
 
     def extraction_spec(self) -> list[ExtractionPoint]:
-        """The 14 points of SPEC §3: ``<layer>_pre`` (Conv/Linear output), ``<layer>_post`` (after BN+ReLU)."""
+        """The 14 points of docs/method.md §3: ``<layer>_pre`` (Conv/Linear output), ``<layer>_post`` (after BN+ReLU)."""
         points: list[ExtractionPoint] = []
         for layer in CONV_LAYERS:
             points.append(ExtractionPoint(f"{layer}_pre", f"{layer}.conv"))

@@ -3,7 +3,7 @@
 A point is a module of the network whose output (or, for ``pre_logits``, whose input) is read by a forward
 hook. Default points per family:
 
-- CustomCNN: the 14 points ``conv1_pre``/``conv1_post`` .. ``fc2_pre``/``fc2_post`` (SPEC §3).
+- CustomCNN: the 14 points ``conv1_pre``/``conv1_post`` .. ``fc2_pre``/``fc2_post`` (docs/method.md §3).
 - timm models: the stage/block outputs timm itself lists in ``model.feature_info`` (ResNet ``act1``,
   ``layer1``..``layer4``; ConvNeXt ``stages.0``..``stages.3``; ViT ``blocks.0``..``blocks.11``; EfficientNet,
   RegNet, Swin ... likewise), then ``pre_logits`` (the input of the classifier: pooled features) and ``logits``.

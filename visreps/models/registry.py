@@ -1,6 +1,6 @@
 """The model registry: architecture name -> network built from scratch (never pretrained, nothing downloaded).
 
-Names: ``custom_cnn`` (SPEC §2, 224×224), ``custom_cnn_small`` (the 64×64 demo variant) and ``timm:<name>``
+Names: ``custom_cnn`` (docs/method.md §2, 224×224), ``custom_cnn_small`` (the 64×64 demo variant) and ``timm:<name>``
 for any architecture timm knows (``timm:resnet50``, ``timm:convnext_tiny``, ``timm:vit_small_patch16_224``...),
 created with ``pretrained=False``. Extra keyword arguments go to the constructor (e.g. ``img_size=64`` for a
 timm ViT, ``dropout=0.5`` for CustomCNN).

@@ -13,8 +13,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field
 
+from visreps.config import StageConfig, runtime_field
 from visreps.data.demo import DemoDataConfig, generate_demo_dataset, sample_image_grid
 from visreps.data.generic.reader import GenericDataset
 from visreps.stages.common import add_config_arguments, stage_config
@@ -25,11 +25,11 @@ STAGE = "demo_data"
 STAGE_VERSION = 1
 
 
-class DemoDataStageConfig(DemoDataConfig):
+class DemoDataStageConfig(DemoDataConfig, StageConfig):
     """The demo generator's parameters plus where the run is tracked."""
 
-    experiment: str = Field("visreps-demo_data", json_schema_extra={"affects_result": False})
-    force: bool = Field(False, json_schema_extra={"affects_result": False})
+    experiment: str = runtime_field("visreps-demo_data")
+    force: bool = runtime_field(False, description="regenerate and log again even if an identical run finished")
 
 
 CONFIG_CLASS = DemoDataStageConfig

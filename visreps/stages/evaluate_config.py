@@ -7,21 +7,20 @@ from typing import Any, Literal
 from pydantic import Field
 
 from visreps.alignment.projection import DEFAULT_COMPONENTS
-from visreps.config import ConfigModel
+from visreps.config import StageConfig, runtime_field
 
-_RUNTIME = {"affects_result": False}
 ANALYSES = ("rsa", "encoding")
 
 
-class EvaluateConfig(ConfigModel):
+class EvaluateConfig(StageConfig):
     """One model on one dataset: per (subject, region) layer selection, test score, CI and noise ceiling.
 
     ``model`` is not part of the run identity itself: the weights it resolves to are (their fingerprint is an
     input of the run), so a registry alias that moves to another version is another evaluation.
     """
 
-    experiment: str = Field("visreps-evaluate", json_schema_extra=_RUNTIME)
-    model: str = Field("", json_schema_extra=_RUNTIME,
+    experiment: str = runtime_field("visreps-evaluate")
+    model: str = runtime_field("",
                        description="models:/name@alias, models:/name/<version>, runs:/<id>/<path>, a model file, "
                                    "timm:<name> or torchvision:<name>")
     weights: str = Field("cache", description="timm/torchvision weights: cache, random or a local file")
@@ -44,13 +43,13 @@ class EvaluateConfig(ConfigModel):
     ci_level: float = Field(0.95, gt=0.0, lt=1.0)
     seed: int = Field(0, description="drives selection subsample/split, projection and bootstrap")
     autocast: Literal["none", "bf16", "fp16"] = Field("none", description="activations in autocast (recorded)")
-    device: str = Field("auto", json_schema_extra=_RUNTIME)
-    batch_size: int = Field(64, ge=1, json_schema_extra=_RUNTIME)
-    num_workers: int = Field(0, ge=0, json_schema_extra=_RUNTIME)
-    progress: bool = Field(True, json_schema_extra=_RUNTIME)
-    cache_dir: str = Field("", json_schema_extra=_RUNTIME,
+    device: str = runtime_field("auto")
+    batch_size: int = runtime_field(64, ge=1)
+    num_workers: int = runtime_field(0, ge=0)
+    progress: bool = runtime_field(True)
+    cache_dir: str = runtime_field("",
                            description="feature cache folder (default <VISREPS_HOME>/cache/activations)")
-    force: bool = Field(False, json_schema_extra=_RUNTIME, description="evaluate again, replacing the result")
+    force: bool = runtime_field(False, description="evaluate again, replacing the result")
 
     @property
     def analyses(self) -> list[str]:

@@ -24,14 +24,13 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
-from visreps.config import ConfigError, ConfigModel, load_config, to_yaml
+from visreps.config import ConfigError, ConfigModel, StageConfig, load_config, runtime_field, to_yaml
 from visreps.errors import VisrepsError
 from visreps.stages.common import add_config_arguments, stage_config
 from visreps.tracking import download_artifacts, ensure_tracking_available, finished_run, stage_run
 
 STAGE = "pipeline"
 STAGE_VERSION = 1
-_RUNTIME = {"affects_result": False}
 STEPS = ("demo_data", "train_fine", "labels", "train", "evaluate")
 #: placeholders filled in while the pipeline runs: the fine-label network's URI, the latest labels run id, and
 #: (evaluate jobs) the model of the training job with this index
@@ -47,27 +46,33 @@ class StageSection(ConfigModel):
     overrides: list[str] = Field(default_factory=list, description="key=value overrides applied after the file")
 
 
-class PipelineConfig(ConfigModel):
+class PipelineConfig(StageConfig):
     """The grid the pipeline runs and how each child stage is configured."""
 
-    experiment: str = Field("visreps-pipeline", json_schema_extra=_RUNTIME,
+    experiment: str = runtime_field("visreps-pipeline",
                             description="MLflow experiment of the pipeline run and of every child run")
     steps: list[Literal["demo_data", "train_fine", "labels", "train", "evaluate"]] = Field(
         default_factory=lambda: list(STEPS), description="steps to run (demo_data is needed by every later one)")
-    demo_data: StageSection = Field(default_factory=StageSection)
-    train: StageSection = Field(default_factory=StageSection, description="every training run (fine and coarse)")
-    evaluate: StageSection = Field(default_factory=StageSection, description="every evaluation run")
+    demo_data: StageSection = Field(default_factory=lambda: StageSection(overrides=[
+        "n_subjects=2", "n_train_stimuli_per_subject=400", "n_test_stimuli=200"]),
+        description="the demo data (a smaller brain set than the stand-alone default, for the 10-minute budget)")
+    train: StageSection = Field(default_factory=lambda: StageSection(config="configs/train/demo.yaml"),
+                                description="every training run (fine and coarse)")
+    evaluate: StageSection = Field(default_factory=lambda: StageSection(config="configs/evaluate/demo.yaml"),
+                                   description="every evaluation run")
     evaluate_datasets: list[Literal["demo", "demo_behaviour"]] = Field(
         default_factory=lambda: ["demo", "demo_behaviour"],
         description="demo datasets every trained network (and the fine network's untrained state) is evaluated on")
     label_sources: dict[str, StageSection] = Field(
-        default_factory=dict, description="label source name (used in tags and aliases) -> labels stage config")
+        default_factory=lambda: {"pca_pixels": StageSection(config="configs/labels/demo_pixels.yaml"),
+                                 "pca_demo_fine": StageSection(config="configs/labels/demo_model.yaml")},
+        description="label source name (used in tags and aliases) -> labels stage config")
     fine_model_source: str = Field(
-        "", description="label source that takes the network trained on fine labels (seed = first seed) as its "
+        "pca_demo_fine", description="label source that takes the network trained on fine labels (seed = first seed) as its "
                         "feature model (source.name is filled in); '' = none")
     ks: list[int] = Field(default_factory=lambda: [2, 4, 8, 16, 32], description="granularities trained per source")
     seeds: list[int] = Field(default_factory=lambda: [1], description="training seeds per (source, K)")
-    force: bool = Field(False, json_schema_extra=_RUNTIME, description="redo the pipeline run (children re-used)")
+    force: bool = runtime_field(False, description="redo the pipeline run (children re-used)")
 
     @field_validator("ks")
     @classmethod
@@ -132,7 +137,7 @@ def plan(config: PipelineConfig) -> list[Job]:
     """
     from visreps.data.demo import default_demo_root
     from visreps.stages.demo_data import DemoDataStageConfig
-    from visreps.stages.labels import LabelsConfig
+    from visreps.labels.config import LabelsConfig
     from visreps.training import TrainConfig
 
     steps = [step for step in STEPS if step in config.steps]

@@ -1,5 +1,8 @@
 """Score features computed anywhere against responses: RSA or ridge encoding, best layer, bootstrap CI.
 
+Configured like every stage (configs/score/default.yaml, ``--config FILE``, ``key=value``); the flags below are
+aliases of the keys of the same name (``--train-features X`` = ``train_features=X``) and win over both.
+
 Examples:
   visreps score --analysis rsa --train-features train.npz --test-features test.npz \\
       --train-responses train.npy --test-responses test.npy --output result.json
@@ -21,11 +24,14 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Literal, Mapping
 
 import numpy as np
+from pydantic import Field, ValidationError
 
+from visreps.config import ConfigError, ConfigModel, runtime_field
 from visreps.errors import VisrepsError
+from visreps.stages.common import add_config_arguments, stage_config
 
 
 class ScoreInputError(VisrepsError):
@@ -73,8 +79,8 @@ class NpzLayers(Mapping):
         return len(self.shapes)
 
 
-def _existing(path: str | None, flag: str, suffix: str) -> Path | None:
-    if path is None:
+def _existing(path: str, flag: str, suffix: str) -> Path | None:
+    if not path:
         return None
     file = Path(path)
     if not file.is_file():
@@ -97,76 +103,120 @@ def _load_npy(path: Path | None, flag: str, ndim: int) -> np.ndarray | None:
     return np.asarray(array, dtype=np.float32 if array.dtype != np.float64 else np.float64)
 
 
+class ScoreConfig(ConfigModel):
+    """What ``visreps score`` scores and how (defaults in configs/score/default.yaml). ``score`` logs nothing to
+    MLflow (it reads and writes files only), so it has no experiment or force setting."""
+
+    analysis: Literal["rsa", "encoding"] | None = Field(None, description="rsa or encoding (required)")
+    train_features: str = Field("", description=".npz, one array per layer, rows = training stimuli")
+    test_features: str = Field("", description=".npz, the same layers, rows = test stimuli")
+    train_responses: str = Field("", description=".npy, training stimuli × units")
+    test_responses: str = Field("", description=".npy, test stimuli × units")
+    test_repetitions: str = Field("", description=".npy, test stimuli × repetitions × units (noise ceiling)")
+    n_bootstrap: int = Field(1000, ge=0, description="bootstrap iterations (0: no CI)")
+    bootstrap_fraction: float | None = Field(None, description="stimuli kept per iteration (0.9; 1.0 with replace)")
+    replace: bool = Field(False, description="classical bootstrap with replacement")
+    ci_level: float = Field(0.95, gt=0.0, lt=1.0)
+    seed: int = Field(0, description="seed of selection, projection and bootstrap")
+    compare: Literal["spearman", "kendall"] = Field("spearman", description="RDM comparison (Kendall = tau-a)")
+    layers: list[str] = Field(default_factory=list, description="candidate layers ([] = all)")
+    layer: str = Field("", description="score this layer and skip selection")
+    projection_dim: int = Field(4096, ge=0, description="sparse random projection for selection/encoding (0: none)")
+    rsa_stimuli: int = Field(1000, ge=3, description="training stimuli drawn for RSA selection")
+    validation_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="encoding selection split")
+    device: str = runtime_field("", description="torch device, e.g. cuda ('' = where the data are: cpu)")
+    per_target: str = runtime_field("", description="encoding: also save the per-target test r to this .npy")
+    output: str = runtime_field("", description="write the result JSON here ('' = print it)")
+
+
+CONFIG_CLASS = ScoreConfig
+#: flag -> (type, help); each is an alias of the config key of the same name with _ for -
+FLAGS: dict[str, Any] = {
+    "--analysis": dict(choices=("rsa", "encoding")), "--train-features": dict(metavar="NPZ"),
+    "--test-features": dict(metavar="NPZ"), "--train-responses": dict(metavar="NPY"),
+    "--test-responses": dict(metavar="NPY"), "--test-repetitions": dict(metavar="NPY"),
+    "--n-bootstrap": dict(type=int), "--bootstrap-fraction": dict(type=float),
+    "--replace": dict(action="store_const", const=True), "--ci-level": dict(type=float), "--seed": dict(type=int),
+    "--compare": dict(choices=("spearman", "kendall")), "--layers": dict(nargs="+", metavar="LAYER"),
+    "--layer": dict(), "--projection-dim": dict(type=int), "--rsa-stimuli": dict(type=int),
+    "--validation-fraction": dict(type=float), "--device": dict(), "--per-target": dict(metavar="NPY"),
+    "--output": dict(metavar="JSON"),
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``visreps score`` options."""
-    parser.add_argument("--analysis", required=True, choices=("rsa", "encoding"))
-    parser.add_argument("--train-features", required=True, metavar="NPZ", help="one array per layer, rows = stimuli")
-    parser.add_argument("--test-features", required=True, metavar="NPZ", help="same layers, test stimuli")
-    parser.add_argument("--train-responses", required=True, metavar="NPY", help="stimuli × units")
-    parser.add_argument("--test-responses", required=True, metavar="NPY", help="stimuli × units")
-    parser.add_argument("--test-repetitions", metavar="NPY", help="stimuli × repetitions × units (noise ceiling)")
-    parser.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap iterations (0: no CI)")
-    parser.add_argument("--bootstrap-fraction", type=float, default=None,
-                        help="stimuli kept per iteration (default 0.9; 1.0 with --replace)")
-    parser.add_argument("--replace", action="store_true", help="classical bootstrap with replacement")
-    parser.add_argument("--ci-level", type=float, default=0.95)
-    parser.add_argument("--seed", type=int, default=0, help="seed of selection, projection and bootstrap")
-    parser.add_argument("--compare", choices=("spearman", "kendall"), default="spearman",
-                        help="RDM comparison for RSA (Kendall = tau-a)")
-    parser.add_argument("--layers", nargs="+", metavar="LAYER", help="candidate layers (default: all)")
-    parser.add_argument("--layer", help="score this layer and skip selection")
-    parser.add_argument("--projection-dim", type=int, default=4096,
-                        help="sparse random projection size for selection/encoding (0: none)")
-    parser.add_argument("--rsa-stimuli", type=int, default=1000, help="training stimuli drawn for RSA selection")
-    parser.add_argument("--validation-fraction", type=float, default=0.2, help="encoding selection split")
-    parser.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
-    parser.add_argument("--per-target", metavar="NPY", help="encoding: also save the per-target test r here")
-    parser.add_argument("--output", metavar="JSON", help="write the result here (default: print it)")
+    """``--config``/``key=value`` like every stage, and the flags of FLAGS as aliases of the same keys."""
+    add_config_arguments(parser)
+    for flag, options in FLAGS.items():
+        name = flag[2:].replace("-", "_")
+        parser.add_argument(flag, dest=f"flag_{name}", default=None,
+                            help=f"same as {name}=... ({ScoreConfig.model_fields[name].description or ''})",
+                            **options)
 
 
-def score(args: argparse.Namespace) -> dict[str, Any]:
-    """Read the files named in ``args``, evaluate, return the JSON-ready result."""
+def score_config(args: argparse.Namespace) -> ScoreConfig:
+    """Defaults, ``--config``, ``key=value`` overrides, then the flags (which win)."""
+    config = stage_config(ScoreConfig, "score", args)
+    flags = {key[5:]: value for key, value in vars(args).items() if key.startswith("flag_") and value is not None}
+    try:
+        config = ScoreConfig.model_validate({**config.model_dump(), **flags})
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = str(first["loc"][0])
+        raise ConfigError(f"--{name.replace('_', '-')} ({name}): {first['msg']}") from None
+    if config.analysis is None:
+        raise ConfigError("analysis is not set; pass --analysis rsa|encoding (or analysis=rsa)")
+    missing = [name for name in ("train_features", "test_features", "train_responses", "test_responses")
+               if not getattr(config, name)]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} not set; pass "
+                          + " ".join(f"--{name.replace('_', '-')} FILE" for name in missing))
+    return config
+
+
+def score(config: ScoreConfig) -> dict[str, Any]:
+    """Read the files named in ``config``, evaluate, return the JSON-ready result."""
     from visreps.alignment import TestSplit, TrainSplit, evaluate_encoding, evaluate_rsa
 
-    train_features = NpzLayers(_existing(args.train_features, "--train-features", ".npz"), "--train-features")
-    test_features = NpzLayers(_existing(args.test_features, "--test-features", ".npz"), "--test-features")
-    train_responses = _load_npy(_existing(args.train_responses, "--train-responses", ".npy"), "--train-responses", 2)
-    test_responses = _load_npy(_existing(args.test_responses, "--test-responses", ".npy"), "--test-responses", 2)
-    repetitions = _load_npy(_existing(args.test_repetitions, "--test-repetitions", ".npy"), "--test-repetitions", 3)
+    train_features = NpzLayers(_existing(config.train_features, "--train-features", ".npz"), "--train-features")
+    test_features = NpzLayers(_existing(config.test_features, "--test-features", ".npz"), "--test-features")
+    train_responses = _load_npy(_existing(config.train_responses, "--train-responses", ".npy"), "--train-responses", 2)
+    test_responses = _load_npy(_existing(config.test_responses, "--test-responses", ".npy"), "--test-responses", 2)
+    repetitions = _load_npy(_existing(config.test_repetitions, "--test-repetitions", ".npy"), "--test-repetitions", 3)
     if train_responses.shape[1] != test_responses.shape[1]:
         raise ScoreInputError(
             f"--train-responses has {train_responses.shape[1]} units but --test-responses {test_responses.shape[1]}"
         )
     train = TrainSplit(train_features, train_responses)
     test = TestSplit(test_features, test_responses, repetitions)
-    common = dict(seed=args.seed, n_bootstrap=args.n_bootstrap, bootstrap_fraction=args.bootstrap_fraction,
-                  replace=args.replace, ci_level=args.ci_level, layer=args.layer,
-                  projection_dim=args.projection_dim or None, device=args.device, progress=sys.stderr.isatty())
+    common = dict(seed=config.seed, n_bootstrap=config.n_bootstrap, bootstrap_fraction=config.bootstrap_fraction,
+                  replace=config.replace, ci_level=config.ci_level, layer=config.layer or None,
+                  projection_dim=config.projection_dim or None, device=config.device or None, progress=sys.stderr.isatty())
     started = time.time()
-    train = _restricted_train(train, args)
-    if args.analysis == "rsa":
-        result = evaluate_rsa(train, test, compare=args.compare, n_rsa_stimuli=args.rsa_stimuli, **common)
+    train = _restricted_train(train, config)
+    if config.analysis == "rsa":
+        result = evaluate_rsa(train, test, compare=config.compare, n_rsa_stimuli=config.rsa_stimuli, **common)
     else:
-        result = evaluate_encoding(train, test, validation_fraction=args.validation_fraction, **common)
-        if args.per_target:
-            np.save(args.per_target, result.per_target_r)
+        result = evaluate_encoding(train, test, validation_fraction=config.validation_fraction, **common)
+        if config.per_target:
+            np.save(config.per_target, result.per_target_r)
     out = result.to_dict()
-    out["seed"] = args.seed
+    out["seed"] = config.seed
     out["seconds"] = round(time.time() - started, 3)
-    out["inputs"] = {key: getattr(args, key) for key in
+    out["inputs"] = {key: getattr(config, key) for key in
                      ("train_features", "test_features", "train_responses", "test_responses", "test_repetitions")}
     return out
 
 
-def _restricted_train(train: Any, args: argparse.Namespace) -> Any:
+def _restricted_train(train: Any, config: ScoreConfig) -> Any:
     """The train split limited to ``--layers`` (selection then only sees those candidates)."""
-    if not args.layers or args.layer is not None:
+    if not config.layers or config.layer:
         return train
     from visreps.alignment import TrainSplit
     from visreps.alignment.selection import check_layers
 
-    check_layers(list(train.shapes), args.layers, "--train-features")
-    return TrainSplit(_Subset(train.features, args.layers), train.responses)
+    check_layers(list(train.shapes), config.layers, "--train-features")
+    return TrainSplit(_Subset(train.features, config.layers), train.responses)
 
 
 class _Subset(Mapping):
@@ -189,16 +239,17 @@ class _Subset(Mapping):
 def run(args: argparse.Namespace) -> int:
     """Run ``visreps score``; 0 on success, 2 with one error line on stderr for bad input."""
     try:
-        result = score(args)
+        config = score_config(args)
+        result = score(config)
     except VisrepsError as error:
         print(f"visreps score: error: {error}", file=sys.stderr)
         return 2
     text = json.dumps(result, indent=2, sort_keys=False)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text + "\n")
+    if config.output:
+        Path(config.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(config.output).write_text(text + "\n")
         print(f"score: {result['analysis']} {result['selected_layer']} = {result['score']:.4f} "
-              f"[{result['ci_low']}, {result['ci_high']}] -> {args.output}")
+              f"[{result['ci_low']}, {result['ci_high']}] -> {config.output}")
     else:
         print(text)
     return 0

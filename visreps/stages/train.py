@@ -1,4 +1,4 @@
-"""Train a network from scratch on a label set (SPEC §2) and register it, and its untrained state, in MLflow.
+"""Train a network from scratch on a label set (docs/method.md §2) and register it, and its untrained state, in MLflow.
 
 Examples:
   visreps train dataset.root=demo --config configs/train/demo.yaml
@@ -32,7 +32,7 @@ from visreps.stages.common import add_config_arguments, stage_config
 from visreps.tracking import (
     StageRun, client, download_artifacts, ensure_tracking_available, reusable_run, run_key, stage_run,
 )
-from visreps.tracking.models import (
+from visreps.tracking.registry import (
     EPOCH0_ARTIFACT, MODEL_ARTIFACT, PYTORCH_FLAVOUR_ARTIFACT, ensure_registered, log_model_file,
     log_pytorch_flavour, model_alias, registered_model_name, system_metrics,
 )

@@ -5,7 +5,7 @@
 """
 
 from visreps.tracking.identity import run_key
-from visreps.tracking.models import load_model
+from visreps.tracking.registry import load_model
 from visreps.tracking.resolve import ResolvedModel, resolve_model
 from visreps.tracking.runs import (
     COMPLETE_TAG,

@@ -27,7 +27,7 @@ from visreps.models.files import MODEL_FILE, LoadedModel
 from visreps.models.pretrained import PretrainedNetwork, build_timm_model, build_torchvision_model
 from visreps.models.registry import ModelError
 from visreps.models.transforms import metadata_transform
-from visreps.tracking.models import find_registered_version, load_model, registered_model_name
+from visreps.tracking.registry import find_registered_version, load_model, registered_model_name
 
 ACCEPTED_SPECS = ("models:/<name>@<alias>, models:/<name>/<version>, runs:/<run_id>/<artifact path>, "
                   "a visreps model file / checkpoint / folder with model.pt, timm:<name>, torchvision:<name>")

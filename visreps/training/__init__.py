@@ -1,4 +1,4 @@
-"""Training: the SPEC §2 recipe on any label set, with exact resume, mixed precision and DDP.
+"""Training: the docs/method.md §2 recipe on any label set, with exact resume, mixed precision and DDP.
 
 - ``TrainConfig`` (``visreps.training.config``): the configuration; defaults are the published recipe.
 - ``training_labels`` / ``BatchStream`` (``visreps.training.data``): labels matched to images, seeded batches.

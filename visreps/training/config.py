@@ -1,6 +1,6 @@
-"""The training configuration (``configs/train/default.yaml`` holds the SPEC §2 recipe).
+"""The training configuration (``configs/train/default.yaml`` holds the docs/method.md §2 recipe).
 
-Fields marked ``affects_result: False`` (speed knobs, bookkeeping) are left out of the config hash, so changing
+Fields declared with ``runtime_field`` (speed knobs, bookkeeping) are left out of the config hash, so changing
 them re-uses a finished run and resumes the same local checkpoints.
 """
 
@@ -11,9 +11,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from visreps.config import ConfigModel
+from visreps.config import ConfigModel, StageConfig, runtime_field
 
-NO_HASH = {"affects_result": False}
 
 
 class DatasetSection(ConfigModel):
@@ -61,10 +60,10 @@ class ModelSection(ConfigModel):
 warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
 
-class TrainConfig(ConfigModel):
-    """Everything a training run needs; defaults are the published recipe (SPEC §2)."""
+class TrainConfig(StageConfig):
+    """Everything a training run needs; defaults are the published recipe (docs/method.md §2)."""
 
-    experiment: str = Field("visreps-train", json_schema_extra=NO_HASH)
+    experiment: str = runtime_field("visreps-train")
     dataset: DatasetSection = Field(default_factory=DatasetSection)
     labels: LabelsSection = Field(default_factory=LabelsSection)
     model: ModelSection = Field(default_factory=ModelSection)
@@ -81,24 +80,24 @@ class TrainConfig(ConfigModel):
     flip_probability: float = Field(0.5, ge=0.0, le=1.0)
     rotation_degrees: float = Field(10.0, ge=0.0, le=180.0)
     amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="auto: bf16 (or fp16) on CUDA, off on CPU")
-    channels_last: bool = Field(True, json_schema_extra=NO_HASH)
-    compile: bool = Field(False, json_schema_extra=NO_HASH, description="torch.compile the network")
-    deterministic: bool = Field(False, json_schema_extra=NO_HASH, description="torch deterministic algorithms")
-    checkpoint_every: int = Field(5, ge=0, json_schema_extra=NO_HASH, description="epochs between checkpoints (0: end only)")
-    num_workers: int = Field(4, ge=0, json_schema_extra=NO_HASH, description="data-loading processes (file mode)")
-    in_memory: Literal["auto", "yes", "no"] = Field(
-        "auto", json_schema_extra=NO_HASH, description="decode all images into memory once (auto: up to 20,000 images)")
-    device: str = Field("auto", json_schema_extra=NO_HASH, description="auto, cpu, cuda, cuda:1, ...")
-    progress: bool = Field(True, json_schema_extra=NO_HASH, description="tqdm bars (shown on a terminal only)")
-    register: bool = Field(True, json_schema_extra=NO_HASH, description="register final and epoch-0 models")
-    registered_name: str = Field("", json_schema_extra=NO_HASH, description="default visreps-<architecture>")
-    alias: str = Field("", json_schema_extra=NO_HASH, description="default k<K>-<source>-s<seed>")
-    log_checkpoints: bool = Field(True, json_schema_extra=NO_HASH, description="log checkpoints as run artifacts")
-    log_pytorch_model: bool = Field(
-        True, json_schema_extra=NO_HASH,
+    channels_last: bool = runtime_field(True)
+    compile: bool = runtime_field(False, description="torch.compile the network")
+    deterministic: bool = runtime_field(False, description="torch deterministic algorithms")
+    checkpoint_every: int = runtime_field(5, ge=0, description="epochs between checkpoints (0: end only)")
+    num_workers: int = runtime_field(4, ge=0, description="data-loading processes (file mode)")
+    in_memory: Literal["auto", "yes", "no"] = runtime_field(
+        "auto", description="decode all images into memory once (auto: up to 20,000 images)")
+    device: str = runtime_field("auto", description="auto, cpu, cuda, cuda:1, ...")
+    progress: bool = runtime_field(True, description="tqdm bars (shown on a terminal only)")
+    register: bool = runtime_field(True, description="register final and epoch-0 models")
+    registered_name: str = runtime_field("", description="default visreps-<architecture>")
+    alias: str = runtime_field("", description="default k<K>-<source>-s<seed>")
+    log_checkpoints: bool = runtime_field(True, description="log checkpoints as run artifacts")
+    log_pytorch_model: bool = runtime_field(
+        True,
         description="also log the final network as an MLflow pytorch-flavour model (mlflow_model/, pickle format)")
-    system_metrics: bool = Field(False, json_schema_extra=NO_HASH, description="log CPU/GPU/memory use every 10 s")
-    force: bool = Field(False, json_schema_extra=NO_HASH, description="train again even if an identical run finished")
+    system_metrics: bool = runtime_field(False, description="log CPU/GPU/memory use every 10 s")
+    force: bool = runtime_field(False, description="train again even if an identical run finished")
 
     @property
     def image_size(self) -> int:

@@ -1,4 +1,4 @@
-"""The SPEC §2 optimiser and learning-rate schedule.
+"""The docs/method.md §2 optimiser and learning-rate schedule.
 
 - AdamW; weight decay only on weight matrices (parameters with ≥ 2 dimensions), never on biases, BatchNorm /
   LayerNorm parameters, nor on what a timm model lists in ``no_weight_decay()`` (ViT position embedding, class

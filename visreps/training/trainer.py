@@ -1,4 +1,4 @@
-"""The training loop of SPEC §2: AdamW + warm-up/cosine per epoch, label smoothing, clipping, real mixed precision.
+"""The training loop of docs/method.md §2: AdamW + warm-up/cosine per epoch, label smoothing, clipping, real mixed precision.
 
 Reproducibility: the network is initialised after ``torch.manual_seed(seed)``; each epoch's data order is the
 permutation seeded by ``seed + epoch``; augmentation draws from a ``torch.Generator`` and dropout from the global

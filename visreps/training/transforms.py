@@ -1,8 +1,8 @@
-"""Image transforms of SPEC §2, split into a fixed decode step and a batched, seeded augmentation step.
+"""Image transforms of docs/method.md §2, split into a fixed decode step and a batched, seeded augmentation step.
 
 1. ``decode_image`` (per file, in loader workers or once for a whole in-memory dataset): resize the shorter
    edge to ``resize_size(S)`` (bilinear, antialiased), centre-crop S×S, uint8 (3, S, S). At S = 224 this is the
-   SPEC's 256 → 224; for other sizes both scale proportionally: ``round(S · 256 / 224)`` (64 → 73 → 64,
+   the study's 256 → 224; for other sizes both scale proportionally: ``round(S · 256 / 224)`` (64 → 73 → 64,
    32 → 37 → 32). The geometry (``resize_size``, ``resize_and_crop``) lives in ``visreps.data.images``.
 2. ``augment_batch`` (on the training device, per batch): random horizontal flip (p = 0.5) and random rotation
    (uniform ±10°) as one bilinear ``grid_sample`` per batch, corners filled with black as torchvision's

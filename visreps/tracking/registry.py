@@ -1,4 +1,4 @@
-"""Trained networks in MLflow: logging model files, registering versions with aliases, fetching them back.
+"""The Model Registry and model files in MLflow: log model files, register versions with aliases, fetch them.
 
 ``load_model(uri_or_path)`` -> ``LoadedModel``: ``models:/<name>@<alias>``, ``models:/<name>/<version>``,
 ``runs:/<run_id>/<artifact path>`` (fetched from the configured store), or a local file/folder
