@@ -12,6 +12,8 @@ from mlflow import MlflowClient
 
 from tests.conftest import REPO, free_port, stage_environment
 
+pytestmark = pytest.mark.slow  # every test here runs the CLI or `mlflow run` in subprocesses
+
 #: a demo dataset small enough to generate in a few seconds
 TINY_DEMO = ("n_train_images=64 image_size=32 n_subjects=1 n_train_stimuli_per_subject=16 n_test_stimuli=16 "
              "n_voxels=4 n_images_per_concept=1 behaviour_dims=3")
@@ -36,7 +38,6 @@ def _check_demo_run(client: MlflowClient, run) -> None:
     assert {"config.yaml", "generator.json", "summary.json"} <= top
 
 
-@pytest.mark.slow
 def test_entry_point_against_real_server(mlflow_server: str, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "entrypoints/demo_data.py", "--config", "", "--overrides", TINY_DEMO, "seed=5"],
@@ -62,7 +63,6 @@ def _mlflow_run(entry_point: str, overrides: str, folder: Path) -> MlflowClient:
     return MlflowClient(store)
 
 
-@pytest.mark.slow
 def test_mlflow_run_entry_point(tmp_path: Path) -> None:
     client = _mlflow_run("demo_data", f"{TINY_DEMO} seed=6", tmp_path)
     runs = _demo_runs(client)
@@ -72,7 +72,6 @@ def test_mlflow_run_entry_point(tmp_path: Path) -> None:
     _check_demo_run(client, runs[0])
 
 
-@pytest.mark.slow
 def test_mlflow_run_labels_entry_point(tmp_path: Path) -> None:
     from tests.labels.conftest import write_image_tree
 
@@ -128,7 +127,6 @@ def test_unwritable_home_is_named(tmp_path: Path) -> None:
     assert len(lines) == 1 and str(blocker) in lines[0], result.stderr
 
 
-@pytest.mark.slow
 def test_mlflow_run_train_logs_into_the_configured_experiment(tmp_path: Path) -> None:
     from tests.training.conftest import write_tiny_tree
 

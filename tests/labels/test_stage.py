@@ -50,6 +50,7 @@ def label_runs(experiment: str, status: str | None = None):
     return [run for run in runs if status is None or run.info.status == status]
 
 
+@pytest.mark.slow
 def test_stage_logs_tables_pca_figures_and_is_reused(image_tree: Path, experiment: str, capsys) -> None:
     args = [f"dataset.root={image_tree}", "ks=[2,4,8]", "figures=true"]
     assert labels_cli(experiment, *args) == 0
@@ -158,6 +159,7 @@ def test_max_images_keeps_the_training_split(image_tree: Path, experiment: str) 
     assert set(table.loc[table.split == "heldout", "image"]) == held & set(table.image)
 
 
+@pytest.mark.slow
 def test_labels_from_a_model_trained_by_visreps(image_tree: Path, tmp_path: Path, experiment: str) -> None:
     models = pytest.importorskip("visreps.models")
     from visreps.data.images import resize_and_crop

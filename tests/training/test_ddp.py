@@ -3,6 +3,8 @@ identical weights and metrics, rank 0 alone logs and registers, and every rank r
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import signal
@@ -60,6 +62,7 @@ def _run_torchrun(arguments: list[str], env: dict[str, str], timeout_s: float) -
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_end_identical(tiny_tree: Path, tmp_path: Path) -> None:
     config = tiny_config(tiny_tree, epochs=1, batch_size=16, deterministic=False)
     script = tmp_path / "worker.py"

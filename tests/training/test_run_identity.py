@@ -35,6 +35,7 @@ def _write_table(path: Path, root: Path, flip: bool = False) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_rewritten_label_table_trains_again_and_moves_the_alias(store, tiny_tree: Path, tmp_path: Path,
                                                                    capsys) -> None:
     table = _write_table(tmp_path / "k2.parquet", tiny_tree)
@@ -53,6 +54,7 @@ def test_a_rewritten_label_table_trains_again_and_moves_the_alias(store, tiny_tr
     assert f"train: re-using finished run {second}" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_an_image_rewritten_at_the_same_size_trains_again(store, tmp_path: Path, capsys) -> None:
     root = write_tiny_tree(tmp_path / "tree", per_class=8)
     config = tiny_config(root, epochs=1, seed=3)

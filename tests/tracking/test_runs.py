@@ -109,6 +109,7 @@ def test_unwritable_home_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert str(blocker) in str(caught.value)
 
 
+@pytest.mark.slow
 def test_stage_run_against_real_server(mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     assert ensure_tracking_available() == mlflow_server
@@ -130,7 +131,7 @@ def _stage_run_process(seed: int, then: str) -> tuple[subprocess.Popen, str]:
     """A real process that opens the toy stage run of ``seed`` and then SIGKILLs itself or waits on stdin."""
     script = (
         "import os, signal, sys\n"
-        "from tests.test_tracking import ToyConfig\n"
+        "from tests.tracking.test_runs import ToyConfig\n"
         "from visreps.tracking import stage_run\n"
         f"with stage_run('toy', ToyConfig(seed={seed})) as run:\n"
         "    print(run.run_id, flush=True)\n"
@@ -143,6 +144,7 @@ def _stage_run_process(seed: int, then: str) -> tuple[subprocess.Popen, str]:
     return process, run_id
 
 
+@pytest.mark.slow
 def test_run_left_running_by_sigkill_is_ended_by_the_next_run_of_its_key() -> None:
     process, orphan = _stage_run_process(41, "kill")
     assert process.wait(timeout=60) == -signal.SIGKILL
@@ -155,6 +157,7 @@ def test_run_left_running_by_sigkill_is_ended_by_the_next_run_of_its_key() -> No
     assert find_finished_run("toy", ToyConfig(seed=41)).run_id == run.run_id
 
 
+@pytest.mark.slow
 def test_a_live_run_of_the_same_key_is_refused_until_its_process_dies() -> None:
     process, live = _stage_run_process(42, "wait")
     try:

@@ -1,6 +1,6 @@
 """The evaluate stage on format-faithful fixtures of the published layouts (NSD, TVSD, THINGS): every
 (subject, region) gets a complete child run with the dataset's own test set, and a rerun creates no second
-result (NSD-synthetic: test_evaluate_synthetic.py)."""
+result (NSD-synthetic: test_synthetic.py)."""
 
 from __future__ import annotations
 
