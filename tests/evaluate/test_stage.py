@@ -70,6 +70,12 @@ def test_parent_and_child_runs_hold_the_documented_layout(store: MlflowClient, b
         assert set(zip(tidy.subject, tidy.region)) == {(s, r) for s in ("sub-01", "sub-02") for r in ("early", "ventral")}
         assert {"score", "ci_low", "ci_high", "noise_ceiling", "selection_score"} <= set(tidy.metric)
         assert "early.score_mean" in parent.data.metrics and "sub-02.ventral.score" in parent.data.metrics
+        dimensionality = pd.read_csv(download_artifacts(parent_id, "effective_dimensionality.csv"))
+        assert dimensionality.point_index.tolist() == list(range(14))
+        assert ((dimensionality.effective_dimensionality >= 1)
+                & (dimensionality.effective_dimensionality <= dimensionality.n_stimuli)).all()
+        steps = [m.step for m in store.get_metric_history(parent_id, "effective_dimensionality")]
+        assert sorted(steps) == list(range(14))
         children = _children(store, parent_id)
         assert len(children) == 4
         for child in children:

@@ -1,5 +1,6 @@
 """Alignment between model activations and brain/behaviour responses: RDMs, RSA, ridge encoding,
-bootstrap CIs, paired comparisons, noise ceilings, sparse random projection, layer selection.
+bootstrap CIs, paired comparisons, rank intervals, noise ceilings, effective dimensionality, sparse random
+projection, layer selection.
 
 Pure library code: arrays in (numpy or torch, CPU or GPU), numbers out; no tracking, no file formats.
 """
@@ -42,6 +43,7 @@ from visreps.alignment.compare import (
     spearman_upper,
     upper_triangle,
 )
+from visreps.alignment.dimensionality import covariance_eigenvalues, effective_dimensionality, participation_ratio
 from visreps.alignment.encoding import (
     DEFAULT_ALPHAS,
     EncodingScore,
@@ -53,6 +55,7 @@ from visreps.alignment.encoding import (
 )
 from visreps.alignment.evaluate import AlignmentResult, evaluate_encoding, evaluate_rsa
 from visreps.alignment.projection import SparseProjection, project_features, sparse_random_projection
+from visreps.alignment.ranking import RankIntervals, rank_intervals
 from visreps.alignment.rdm import (
     ConstantRowsWarning,
     compute_rdm,
@@ -67,12 +70,13 @@ from visreps.alignment.validation import AlignmentInputError
 __all__ = [
     "COMPARE_METHODS", "DEFAULT_ALPHAS",
     "AlignmentInputError", "AlignmentResult", "BootstrapResult", "ConstantRowsWarning", "EncodingScore",
-    "LayerSelection", "NoiseCeiling", "PairedComparison", "Resampling", "RidgeCVFit", "SparseProjection",
+    "LayerSelection", "NoiseCeiling", "PairedComparison", "RankIntervals", "Resampling", "RidgeCVFit", "SparseProjection",
     "Standardizer", "TestSplit", "TrainSplit",
     "benjamini_hochberg", "bootstrap_encoding", "bootstrap_rsa", "bootstrap_rsa_models", "ceiling_r_from_percent",
-    "compare_rdms", "compare_vectors", "compute_rdm", "constant_rows", "encoding_noise_ceiling", "encoding_score",
+    "compare_rdms", "compare_vectors", "compute_rdm", "constant_rows", "covariance_eigenvalues",
+    "effective_dimensionality", "encoding_noise_ceiling", "encoding_score",
     "evaluate_encoding", "evaluate_rsa", "fit_ridge_cv", "kendall_tau_a_upper", "kendall_tau_a_vectors",
-    "kfold_splits", "ncsnr_noise_ceiling", "normalise_score", "paired_bootstrap_rsa", "paired_difference",
+    "kfold_splits", "ncsnr_noise_ceiling", "participation_ratio", "rank_intervals", "normalise_score", "paired_bootstrap_rsa", "paired_difference",
     "pearson_columns", "pearson_upper", "percentile_interval", "project_features", "rank_average", "rdm_cosine",
     "rdm_euclidean", "rdm_pearson", "rsa_resample_scores", "rsa_split_half_ceiling", "rsa_subject_ceiling",
     "select_layer", "sparse_random_projection", "spearman_brown", "spearman_upper", "split_half_reliability",

@@ -29,14 +29,15 @@ from visreps.paths import cache_dir, ensure_writable_dir
 from visreps.stages.common import add_config_arguments, compute_device
 from visreps.stages.evaluate_config import EvaluateConfig
 from visreps.stages.evaluate_pair import score_pair, score_selected_pair
-from visreps.stages.evaluate_tracking import log_pair, log_parent, read_pair_rows
+from visreps.stages.evaluate_tracking import log_dimensionality, log_pair, log_parent, read_pair_rows
 from visreps.tracking import (
     ensure_tracking_available, newest_complete_run, resolve_model, reusable_run, stage_run, supersede_finished,
 )
 
 STAGE = "evaluate"
 PAIR_STAGE = "evaluate.pair"
-STAGE_VERSION = 1
+STAGE_VERSION = 2  # 2: parent runs log the effective dimensionality of every point
+PAIR_STAGE_VERSION = 1  # child (subject, region) results: unchanged by version 2 of the parent
 CONFIG_CLASS = EvaluateConfig
 #: the model is what an evaluation is about: another model is another evaluation, not a changed input
 IDENTIFYING = ("model",)
@@ -94,6 +95,7 @@ class EvaluationPlan:
     device: Any
     cache_root: Path
     selected: dict[tuple[str, str], tuple[str, str]] | None = None  # test-only: (subject, region) -> (point, NSD run)
+    dimensionality: Any = None  # per-point effective dimensionality, computed once for all analyses
 
 
 def _pairs(config: EvaluateConfig, dataset: Dataset) -> list[tuple[str, str]]:
@@ -199,6 +201,8 @@ def _run_analysis(plan: EvaluationPlan, analysis: str, parent_run_id: str | None
         features = None if plan.selected else _features(plan, plan.stimuli, plan.points, config.projection_dim)
         parent.log_params({"resolved.points": plan.points, "resolved.n_stimuli": len(plan.stimuli),
                            "resolved.feature_cache": features.key if features is not None else "none"})
+        if features is not None:
+            log_dimensionality(parent, _dimensionality(plan, features))
         results = [_pair(plan, config, analysis, subject, region, features, parent.run_id)
                    for subject, region in plan.pairs]
         log_parent(parent, results, plan.points, config.ci_level)
@@ -207,11 +211,26 @@ def _run_analysis(plan: EvaluationPlan, analysis: str, parent_run_id: str | None
     return parent.run_id
 
 
+def _dimensionality(plan: EvaluationPlan, features) -> Any:
+    """Participation ratio of every point's projected features over all stimuli of the evaluation (a table)."""
+    import pandas as pd
+
+    from visreps.alignment import effective_dimensionality
+
+    if plan.dimensionality is None:
+        plan.dimensionality = pd.DataFrame([
+            {"point": point, "point_index": index,
+             "effective_dimensionality": effective_dimensionality(features[point], device=plan.device),
+             "n_stimuli": int(features[point].shape[0]), "n_features": int(features[point].shape[1])}
+            for index, point in enumerate(plan.points)])
+    return plan.dimensionality
+
+
 def _pair(plan: EvaluationPlan, config: EvaluateConfig, analysis: str, subject: str, region: str, features,
           parent_id: str) -> list[dict[str, Any]]:
     """The tidy rows of one (subject, region): re-used from its finished child run, or scored and logged."""
     pair_config = config.model_copy(update={"subjects": [subject], "regions": [region]})
-    previous = reusable_run(PAIR_STAGE, pair_config, STAGE_VERSION, plan.inputs, config.force, IDENTIFYING)
+    previous = reusable_run(PAIR_STAGE, pair_config, PAIR_STAGE_VERSION, plan.inputs, config.force, IDENTIFYING)
     if previous is not None:
         return read_pair_rows(previous.run_id)
     responses = plan.dataset.responses(subject, region)
@@ -221,7 +240,7 @@ def _pair(plan: EvaluationPlan, config: EvaluateConfig, analysis: str, subject: 
 
     tags = {"visreps.subject": subject, "visreps.region": region, "visreps.analysis": analysis,
             "visreps.dataset": config.dataset, "visreps.weights_fingerprint": plan.model.weights_fingerprint}
-    with stage_run(PAIR_STAGE, pair_config, STAGE_VERSION, tags=tags, run_name=f"{subject}-{region}-{analysis}",
+    with stage_run(PAIR_STAGE, pair_config, PAIR_STAGE_VERSION, tags=tags, run_name=f"{subject}-{region}-{analysis}",
                    parent_run_id=parent_id, inputs=plan.inputs, experiment=config.experiment,
                    identifying=IDENTIFYING) as child:
         if plan.selected:
@@ -232,5 +251,5 @@ def _pair(plan: EvaluationPlan, config: EvaluateConfig, analysis: str, subject: 
             result = score_pair(config, analysis, responses, features, plan.points, exact)
         log_pair(child, result)
     if config.force:
-        supersede_finished(PAIR_STAGE, pair_config, STAGE_VERSION, plan.inputs, child.run_id)
+        supersede_finished(PAIR_STAGE, pair_config, PAIR_STAGE_VERSION, plan.inputs, child.run_id)
     return result.tidy_rows()

@@ -14,6 +14,7 @@ from visreps.stages.evaluate_pair import PairResult
 from visreps.tracking import StageRun, download_artifacts
 
 RESULTS_TABLE = "results.parquet"
+DIMENSIONALITY_TABLE = "effective_dimensionality.csv"
 #: metrics aggregated over subjects in the parent run
 AGGREGATED = ("score", "score_normalised", "noise_ceiling")
 
@@ -44,6 +45,13 @@ def log_pair(run: StageRun, result: PairResult) -> None:
         run.log_table(pd.DataFrame({"unit": np.arange(result.result.per_target_r.size),
                                     "r": np.asarray(result.result.per_target_r, dtype=np.float64)}),
                       "per_unit_r.parquet")
+
+
+def log_dimensionality(run: StageRun, table: pd.DataFrame) -> None:
+    """Effective dimensionality per point: a table and the metric ``effective_dimensionality`` stepped by point."""
+    run.log_table(table, DIMENSIONALITY_TABLE)
+    for row in table.itertuples():
+        run.log_metrics({"effective_dimensionality": float(row.effective_dimensionality)}, step=int(row.point_index))
 
 
 def read_pair_rows(run_id: str) -> list[dict[str, Any]]:

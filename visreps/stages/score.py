@@ -191,7 +191,8 @@ def score(config: ScoreConfig) -> dict[str, Any]:
     test = TestSplit(test_features, test_responses, repetitions)
     common = dict(seed=config.seed, n_bootstrap=config.n_bootstrap, bootstrap_fraction=config.bootstrap_fraction,
                   replace=config.replace, ci_level=config.ci_level, layer=config.layer or None,
-                  projection_dim=config.projection_dim or None, device=config.device or None, progress=sys.stderr.isatty())
+                  projection_dim=config.projection_dim or None, device=config.device or None,
+                  progress=sys.stderr.isatty())
     started = time.time()
     train = _restricted_train(train, config)
     if config.analysis == "rsa":
