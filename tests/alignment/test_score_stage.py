@@ -97,3 +97,29 @@ def test_visreps_cli_runs_score(tmp_path, capsys):
     np.save(paths["test.npy"], np.load(paths["test.npy"])[:, :7])
     assert cli.main(argv) == 2
     assert "--train-responses has 10 units but --test-responses 7" in capsys.readouterr().err
+
+
+def test_key_value_overrides_and_a_config_file_equal_the_flags(tmp_path):
+    """`visreps score` takes the stages' convention: a --config file and key=value overrides; flags win."""
+    paths = write_inputs(tmp_path)
+    flagged, configured = tmp_path / "flags.json", tmp_path / "config.json"
+    assert run_score(paths, "--analysis", "rsa", "--n-bootstrap", "20", "--seed", "5", "--output", str(flagged)) == 0
+    experiment = tmp_path / "score.yaml"
+    experiment.write_text(f"analysis: rsa\nn_bootstrap: 20\ntrain_features: {paths['train.npz']}\n"
+                          f"test_features: {paths['test.npz']}\n")
+    parser = argparse.ArgumentParser()
+    score.add_arguments(parser)
+    args = parser.parse_args(["--config", str(experiment), "--seed", "5", f"train_responses={paths['train.npy']}",
+                              f"test_responses={paths['test.npy']}", "seed=4", f"output={configured}"])
+    assert score.run(args) == 0
+    ours, theirs = json.loads(configured.read_text()), json.loads(flagged.read_text())
+    for key in ("selected_layer", "selection_scores", "score", "ci_low", "ci_high", "seed"):
+        assert ours[key] == theirs[key], key
+
+
+def test_missing_inputs_are_named(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    score.add_arguments(parser)
+    assert score.run(parser.parse_args(["analysis=encoding"])) == 2
+    error = capsys.readouterr().err
+    assert "train_features, test_features, train_responses, test_responses not set" in error
