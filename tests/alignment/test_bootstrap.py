@@ -134,6 +134,19 @@ def test_paired_comparison_uses_the_same_resamples(rdms):
         paired_difference(results["a"], bootstrap_rsa(rdms["model"], rdms["neural"], n_iterations=100, seed=6))
 
 
+
+def test_paired_difference_ci_and_p_value_equal_a_loop_over_the_same_draws(rdms):
+    """The paired CI and p-value against a plain loop: SciPy Spearman of both models on every resample."""
+    paired = paired_bootstrap_rsa(rdms["model"], rdms["tied"], rdms["neural"], n_iterations=120, seed=11)
+    counts = Resampling(rdms["neural"].shape[0], 120, seed=11).counts()
+    scores = rsa_resample_scores_loop([rdms["model"], rdms["tied"]], rdms["neural"], counts, "spearman")
+    differences = scores[:, 0] - scores[:, 1]
+    np.testing.assert_allclose(paired.distribution, differences, atol=1e-12)
+    low, high = np.percentile(differences, [2.5, 97.5])
+    assert paired.ci_low == pytest.approx(low, abs=1e-12) and paired.ci_high == pytest.approx(high, abs=1e-12)
+    extreme = min((differences <= 0).sum(), (differences >= 0).sum())
+    assert paired.p_value == pytest.approx(min(1.0, 2 * (1 + extreme) / 121))
+
 @pytest.mark.parametrize("replace", [False, True])
 def test_encoding_bootstrap_equals_loop(replace):
     rng = np.random.default_rng(1)
