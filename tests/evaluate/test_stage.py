@@ -99,6 +99,26 @@ def _direct_features(model_file: Path, dataset, ids: list[str], point: str) -> t
         return reader(images)[point]
 
 
+
+def test_effective_dimensionality_equals_numpy_on_the_projected_features(both: dict[str, str], model_file: Path,
+                                                                         demo_root: Path) -> None:
+    """The logged participation ratio of a point against numpy's eigenvalues of its projected features,
+    recomputed from the images (every stimulus of the evaluation; the ratio does not depend on their order)."""
+    dataset = open_dataset("generic", demo_root / "brain")
+    ids = list(dict.fromkeys(str(stimulus) for subject in dataset.subjects() for region in dataset.regions(subject)
+                             for part in ("train_ids", "test_ids")
+                             for stimulus in getattr(dataset.responses(subject, region), part)))
+    table = pd.read_csv(download_artifacts(both["rsa"], "effective_dimensionality.csv")).set_index("point")
+    for point in ("conv2_post", "fc2_post"):
+        exact = _direct_features(model_file, dataset, ids, point).numpy()
+        projected = projection_for(exact.shape[1], 256, 0).project(exact).double().numpy()
+        eigenvalues = np.clip(np.linalg.eigvalsh(np.cov(projected, rowvar=False)), 0, None)
+        expected = eigenvalues.sum() ** 2 / np.square(eigenvalues).sum()
+        assert table.loc[point, "n_stimuli"] == len(ids)
+        assert table.loc[point, "effective_dimensionality"] == pytest.approx(expected, rel=1e-4)
+    encoding = pd.read_csv(download_artifacts(both["encoding"], "effective_dimensionality.csv")).set_index("point")
+    pd.testing.assert_frame_equal(encoding, table)
+
 def test_scores_equal_a_direct_computation(store: MlflowClient, both: dict[str, str], model_file: Path,
                                            demo_root: Path) -> None:
     """Train-only selection over the 14 projected points, exact test activations for RSA, the same test set

@@ -80,8 +80,9 @@ class Standardizer:
     def apply(self, x: torch.Tensor, dtype: torch.dtype, columns: slice = slice(None)) -> torch.Tensor:
         """Standardise ``x``, whose columns are ``columns`` of the fit data, into ``dtype``.
 
-        Computed in the wider of ``x``'s dtype and ``dtype``: float32 data into float32 stays float32 (the
-        statistics are float64 either way; the subtraction then rounds once more, ≤ 1 float32 ulp).
+        Computed in the wider of ``x``'s dtype and ``dtype``: float32 data into float32 stays float32. The
+        statistics are float64 either way; on that path the mean is rounded to float32 before the subtraction, so
+        z carries an extra absolute error of about 6e-8 · |mean| / std (as in a float32 pipeline like himalaya's).
         """
         work = torch.promote_types(x.dtype, dtype) if x.is_floating_point() else torch.float64
         mean = self.mean[columns].to(x.device, work)
@@ -129,13 +130,14 @@ def symmetric_eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(values), torch.from_numpy(vectors)
 
 
-def _kernel_solver(kernel: torch.Tensor, train: torch.Tensor, predict: torch.Tensor | None
+def _kernel_solver(kernel: torch.Tensor, train: torch.Tensor, predict: torch.Tensor
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Kernel form from the (n × n) kernel XXᵀ of all fit rows: (λ ≥ 0, V, A) with V the eigenvectors of the
     train rows' kernel and A = K[predict, train] · V, so predictions(α) = A · diag(1/(λ+α)) · Vᵀ Y_train."""
     eigenvalues, vectors = symmetric_eigh(kernel[train][:, train])
-    left = None if predict is None else kernel[predict][:, train] @ vectors.to(kernel.device)
-    return eigenvalues.clamp_min(0).to(kernel.device), vectors.to(kernel.device), left
+    vectors = vectors.to(kernel.device)
+    left = kernel[predict][:, train] @ vectors
+    return eigenvalues.clamp_min(0).to(kernel.device), vectors, left
 
 
 def _distinct_rows(shrinks: torch.Tensor) -> list[int]:

@@ -26,7 +26,6 @@ class DatasetError(VisrepsError, ValueError):
     """
 
 
-
 def concept_split(concepts: Sequence[str], selection_fraction: float = 0.2, seed: int = 42
                   ) -> tuple[list[str], list[str]]:
     """(selection, evaluation) concepts of a behaviour dataset, each in the order given.
@@ -47,6 +46,7 @@ def concept_split(concepts: Sequence[str], selection_fraction: float = 0.2, seed
     chosen[permutation[:n_selection]] = True
     return ([name for name, keep in zip(names, chosen) if keep],
             [name for name, keep in zip(names, chosen) if not keep])
+
 
 @dataclass(frozen=True)
 class Responses:

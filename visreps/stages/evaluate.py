@@ -240,8 +240,8 @@ def _pair(plan: EvaluationPlan, config: EvaluateConfig, analysis: str, subject: 
 
     tags = {"visreps.subject": subject, "visreps.region": region, "visreps.analysis": analysis,
             "visreps.dataset": config.dataset, "visreps.weights_fingerprint": plan.model.weights_fingerprint}
-    with stage_run(PAIR_STAGE, pair_config, PAIR_STAGE_VERSION, tags=tags, run_name=f"{subject}-{region}-{analysis}",
-                   parent_run_id=parent_id, inputs=plan.inputs, experiment=config.experiment,
+    with stage_run(PAIR_STAGE, pair_config, PAIR_STAGE_VERSION, tags=tags,
+                   run_name=f"{subject}-{region}-{analysis}", parent_run_id=parent_id, inputs=plan.inputs, experiment=config.experiment,
                    identifying=IDENTIFYING) as child:
         if plan.selected:
             point, nsd_run = plan.selected[(subject, region)]

@@ -130,7 +130,7 @@ class ScoreConfig(ConfigModel):
 
 
 CONFIG_CLASS = ScoreConfig
-#: flag -> (type, help); each is an alias of the config key of the same name with _ for -
+#: flag -> its argparse options; each flag is an alias of the config key of the same name (- for _)
 FLAGS: dict[str, Any] = {
     "--analysis": dict(choices=("rsa", "encoding")), "--train-features": dict(metavar="NPZ"),
     "--test-features": dict(metavar="NPZ"), "--train-responses": dict(metavar="NPY"),
