@@ -100,6 +100,29 @@ def _direct_features(model_file: Path, dataset, ids: list[str], point: str) -> t
 
 
 
+def test_parent_holds_every_pairs_resamples_for_paired_comparisons(store: MlflowClient, both: dict[str, str]) -> None:
+    from visreps.stages.evaluate_tracking import stimuli_fingerprint
+
+    fingerprints = {}
+    for analysis, parent_id in both.items():
+        pairs = pd.read_csv(download_artifacts(parent_id, "pairs.csv"))
+        resamples = pd.read_parquet(download_artifacts(parent_id, "bootstrap.parquet"))
+        assert len(pairs) == 4 and (pairs.n_bootstrap == 100).all() and (pairs.bootstrap_seed == 0).all()
+        assert len(resamples) == 4 * 100
+        for pair in pairs.itertuples():
+            child = store.get_run(pair.child_run_id)
+            assert child.data.tags["visreps.parent_run_id"] == parent_id
+            assert (child.data.tags["visreps.subject"], child.data.tags["visreps.region"]) == (pair.subject, pair.region)
+            assert pair.selected_point == child.data.tags["visreps.selected_point"]
+            stimuli = pd.read_csv(download_artifacts(pair.child_run_id, "test_stimuli.csv"), dtype=str).stimulus
+            assert pair.test_stimuli_fingerprint == stimuli_fingerprint(list(stimuli)) and pair.n_test_stimuli == len(stimuli)
+            own = pd.read_parquet(download_artifacts(pair.child_run_id, "bootstrap.parquet"))
+            mine = resamples[(resamples.subject == pair.subject) & (resamples.region == pair.region)]
+            np.testing.assert_array_equal(mine.score.to_numpy(), own.score.to_numpy())
+            fingerprints.setdefault((pair.subject, pair.region), set()).add(pair.test_stimuli_fingerprint)
+    assert all(len(values) == 1 for values in fingerprints.values()), "RSA and encoding share the test stimuli"
+
+
 def test_effective_dimensionality_equals_numpy_on_the_projected_features(both: dict[str, str], model_file: Path,
                                                                          demo_root: Path) -> None:
     """The logged participation ratio of a point against numpy's eigenvalues of its projected features,

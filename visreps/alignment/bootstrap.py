@@ -200,12 +200,20 @@ def paired_difference(result_a: BootstrapResult, result_b: BootstrapResult,
             f"{result_a.resampling} and {result_b.resampling}"
         )
     level = result_a.ci_level if ci_level is None else ci_level
-    difference = result_a.distribution - result_b.distribution
-    low, high = percentile_interval(difference, level)
-    n = difference.size
-    extreme = min(int((difference <= 0).sum()), int((difference >= 0).sum()))
-    p_value = min(1.0, 2.0 * (1 + extreme) / (n + 1))
-    return PairedComparison(result_a.estimate - result_b.estimate, low, high, p_value, difference, float(level))
+    return difference_test(result_a.estimate - result_b.estimate, result_a.distribution - result_b.distribution,
+                           level)
+
+
+def difference_test(difference: float, draws: Any, ci_level: float = DEFAULT_CI_LEVEL) -> PairedComparison:
+    """A difference, the percentile CI of its resampled ``draws`` (n,) and the two-sided p-value
+    min(1, 2·(1 + min(#{d ≤ 0}, #{d ≥ 0})) / (n + 1)) of the hypothesis "no difference"."""
+    draws = np.asarray(draws, dtype=np.float64).ravel()
+    if draws.size < 2 or not np.isfinite(draws).all():
+        raise AlignmentInputError(f"a difference test needs ≥ 2 finite resampled differences, got {draws.size}")
+    low, high = percentile_interval(draws, ci_level)
+    extreme = min(int((draws <= 0).sum()), int((draws >= 0).sum()))
+    p_value = min(1.0, 2.0 * (1 + extreme) / (draws.size + 1))
+    return PairedComparison(float(difference), low, high, p_value, draws, float(ci_level))
 
 
 def benjamini_hochberg(p_values: Any, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:

@@ -29,15 +29,17 @@ from visreps.paths import cache_dir, ensure_writable_dir
 from visreps.stages.common import add_config_arguments, compute_device
 from visreps.stages.evaluate_config import EvaluateConfig
 from visreps.stages.evaluate_pair import score_pair, score_selected_pair
-from visreps.stages.evaluate_tracking import log_dimensionality, log_pair, log_parent, read_pair_rows
+from visreps.stages.evaluate_tracking import (
+    log_dimensionality, log_pair, log_parent, log_parent_resamples, read_pair_rows,
+)
 from visreps.tracking import (
     ensure_tracking_available, newest_complete_run, resolve_model, reusable_run, stage_run, supersede_finished,
 )
 
 STAGE = "evaluate"
 PAIR_STAGE = "evaluate.pair"
-STAGE_VERSION = 2  # 2: parent runs log the effective dimensionality of every point
-PAIR_STAGE_VERSION = 1  # child (subject, region) results: unchanged by version 2 of the parent
+STAGE_VERSION = 3  # 2: effective dimensionality of every point; 3: every pair's resamples (bootstrap.parquet, pairs.csv)
+PAIR_STAGE_VERSION = 1  # child (subject, region) results: unchanged by versions 2 and 3 of the parent
 CONFIG_CLASS = EvaluateConfig
 #: the model is what an evaluation is about: another model is another evaluation, not a changed input
 IDENTIFYING = ("model",)
@@ -203,12 +205,20 @@ def _run_analysis(plan: EvaluationPlan, analysis: str, parent_run_id: str | None
                            "resolved.feature_cache": features.key if features is not None else "none"})
         if features is not None:
             log_dimensionality(parent, _dimensionality(plan, features))
-        results = [_pair(plan, config, analysis, subject, region, features, parent.run_id)
-                   for subject, region in plan.pairs]
-        log_parent(parent, results, plan.points, config.ci_level)
+        children = [_pair(plan, config, analysis, subject, region, features, parent.run_id)
+                    for subject, region in plan.pairs]
+        log_parent(parent, [rows for rows, _ in children], plan.points, config.ci_level)
+        log_parent_resamples(parent, [(subject, region, run_id, rows[0]["selected_point"]) for (subject, region),
+                                      (rows, run_id) in zip(plan.pairs, children)], _resampling_settings(config))
     if config.force:
         supersede_finished(STAGE, config, STAGE_VERSION, plan.inputs, parent.run_id)
     return parent.run_id
+
+
+def _resampling_settings(config: EvaluateConfig) -> dict[str, Any]:
+    """The settings that decide which stimuli each resample keeps (equal settings + stimuli = paired resamples)."""
+    return {"n_bootstrap": config.n_bootstrap, "bootstrap_fraction": config.bootstrap_fraction,
+            "bootstrap_replace": config.bootstrap_replace, "bootstrap_seed": config.seed, "compare": config.compare}
 
 
 def _dimensionality(plan: EvaluationPlan, features) -> Any:
@@ -227,12 +237,12 @@ def _dimensionality(plan: EvaluationPlan, features) -> Any:
 
 
 def _pair(plan: EvaluationPlan, config: EvaluateConfig, analysis: str, subject: str, region: str, features,
-          parent_id: str) -> list[dict[str, Any]]:
-    """The tidy rows of one (subject, region): re-used from its finished child run, or scored and logged."""
+          parent_id: str) -> tuple[list[dict[str, Any]], str]:
+    """(tidy rows, child run id) of one (subject, region): re-used from its finished child run, or scored and logged."""
     pair_config = config.model_copy(update={"subjects": [subject], "regions": [region]})
     previous = reusable_run(PAIR_STAGE, pair_config, PAIR_STAGE_VERSION, plan.inputs, config.force, IDENTIFYING)
     if previous is not None:
-        return read_pair_rows(previous.run_id)
+        return read_pair_rows(previous.run_id), previous.run_id
     responses = plan.dataset.responses(subject, region)
 
     def exact(point: str, test_ids: list[str]):
@@ -252,4 +262,4 @@ def _pair(plan: EvaluationPlan, config: EvaluateConfig, analysis: str, subject: 
         log_pair(child, result)
     if config.force:
         supersede_finished(PAIR_STAGE, pair_config, PAIR_STAGE_VERSION, plan.inputs, child.run_id)
-    return result.tidy_rows()
+    return result.tidy_rows(), child.run_id

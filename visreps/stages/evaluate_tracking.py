@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -15,6 +16,9 @@ from visreps.tracking import StageRun, download_artifacts
 
 RESULTS_TABLE = "results.parquet"
 DIMENSIONALITY_TABLE = "effective_dimensionality.csv"
+BOOTSTRAP_TABLE = "bootstrap.parquet"
+PAIRS_TABLE = "pairs.csv"
+TEST_STIMULI_TABLE = "test_stimuli.csv"
 #: metrics aggregated over subjects in the parent run
 AGGREGATED = ("score", "score_normalised", "noise_ceiling")
 
@@ -36,11 +40,11 @@ def log_pair(run: StageRun, result: PairResult) -> None:
             run.log_metrics({"selection_curve": result.selection.scores[point]}, step=index)
     run.log_table(result.selection_table(), "selection.csv")
     run.log_table(pd.DataFrame(result.tidy_rows()), RESULTS_TABLE)
-    run.log_table(pd.DataFrame({"stimulus": result.test_ids}), "test_stimuli.csv")
+    run.log_table(pd.DataFrame({"stimulus": result.test_ids}), TEST_STIMULI_TABLE)
     run.log_text(json.dumps(result.result.to_dict(), indent=2, default=float), "result.json")
     boot = result.bootstrap_table()
     if boot is not None:
-        run.log_table(boot, "bootstrap.parquet")
+        run.log_table(boot, BOOTSTRAP_TABLE)
     if result.result.per_target_r is not None:
         run.log_table(pd.DataFrame({"unit": np.arange(result.result.per_target_r.size),
                                     "r": np.asarray(result.result.per_target_r, dtype=np.float64)}),
@@ -90,3 +94,26 @@ def log_parent(run: StageRun, results: list[list[dict[str, Any]]], points: list[
                 metrics[_metric_name(row.region, f"{row.metric}_{field}")] = value
     run.log_metrics(metrics)
     run.log_dict({"points": points}, "points.json")
+
+
+def stimuli_fingerprint(stimuli: list[str]) -> str:
+    """SHA-256 (16 hex digits) of the ordered stimulus ids: equal fingerprints mean paired resamples are possible."""
+    return hashlib.sha256("\n".join(map(str, stimuli)).encode()).hexdigest()[:16]
+
+
+def log_parent_resamples(run: StageRun, children: list[tuple[str, str, str, str]], settings: dict[str, Any]) -> None:
+    """From the finished child runs (subject, region, run id, selected point): ``pairs.csv`` (per pair its child run, selected
+    point, test stimuli count and fingerprint, and the resampling ``settings``) and ``bootstrap.parquet`` (subject,
+    region, iteration, score: every pair's resampled scores), so that comparisons read one run per evaluation."""
+    pairs, resamples = [], []
+    for subject, region, run_id, point in children:
+        stimuli = pd.read_csv(download_artifacts(run_id, TEST_STIMULI_TABLE), dtype=str)["stimulus"].tolist()
+        pairs.append({"subject": subject, "region": region, "child_run_id": run_id,
+                      "selected_point": point, "n_test_stimuli": len(stimuli),
+                      "test_stimuli_fingerprint": stimuli_fingerprint(stimuli), **settings})
+        if settings.get("n_bootstrap", 0):
+            boot = pd.read_parquet(download_artifacts(run_id, BOOTSTRAP_TABLE))
+            resamples.append(boot.assign(subject=subject, region=region)[["subject", "region", "iteration", "score"]])
+    run.log_table(pd.DataFrame(pairs), PAIRS_TABLE)
+    if resamples:
+        run.log_table(pd.concat(resamples, ignore_index=True), BOOTSTRAP_TABLE)
