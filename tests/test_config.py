@@ -156,7 +156,7 @@ def test_every_stage_default_file_agrees_with_its_config_class() -> None:
     from visreps.paths import project_root
 
     classes = _stage_config_classes()
-    assert set(classes) == {"demo_data", "labels", "train", "evaluate", "pipeline", "score"}
+    assert set(classes) == {"demo_data", "labels", "train", "evaluate", "compare", "pipeline", "score"}
     for stage, schema in classes.items():
         path = project_root() / "configs" / stage / "default.yaml"
         assert path.is_file(), f"{path} is missing"

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED_FOLDERS = ("visreps", "entrypoints", "dashboards")
 BOTTOM_MODULES = ("errors", "config", "paths", "fingerprints")
-PACKAGE_RANKS = {"alignment": 1, "data": 1, "models": 2, "activations": 3, "labels": 4, "training": 5,
+PACKAGE_RANKS = {"alignment": 1, "figures": 1, "data": 1, "models": 2, "activations": 3, "labels": 4, "training": 5,
                  "tracking": 6, "sweeps": 7, "stages": 8, "cli": 8}
 TOP_RANK = 9
 TRACKING_PACKAGE = "tracking"

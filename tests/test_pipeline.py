@@ -99,6 +99,11 @@ def test_small_pipeline_end_to_end_and_rerun_reuses_everything(tmp_path: Path) -
                        "figures/demo_behaviour_rsa_vs_k.png"}
     for run_id in summary.run_id:
         assert finished_run(run_id).tags["visreps.parent_run_id"] == first
+    for dataset in ("demo", "demo_behaviour"):  # one comparison per dataset and analysis, fine network as reference
+        comparison = pd.read_csv(download_artifacts(pipeline.tags[f"visreps.compare.{dataset}.rsa"], "comparison.csv"))
+        raw = comparison[comparison.measure == "raw"]
+        assert sorted(raw.role.unique()) == ["condition", "reference", "untrained"]
+        assert len(raw[raw.role == "condition"]) == 4 * raw.region.nunique() and raw.q_vs_reference.notna().any()
 
     # the fine-label network defined the second label source, and the coarse runs used those tables
     fine_run = finished_run(trained.run_id.iloc[0])

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "labels": "visreps.stages.labels",
     "train": "visreps.stages.train",
     "evaluate": "visreps.stages.evaluate",
+    "compare": "visreps.stages.compare",
     "pipeline": "visreps.stages.pipeline",
     "score": "visreps.stages.score",
     "datasets": "visreps.stages.datasets",

@@ -1,5 +1,6 @@
 """Run every stage end to end: demo data → fine-label training → coarse labels → training at each K →
-evaluation of every network (and the untrained one) on the demo brain and behaviour data.
+evaluation of every network (and the untrained one) on the demo brain and behaviour data → a comparison per
+dataset and analysis (``visreps compare``: the smallest K not significantly below the fine network).
 
 Each child stage is configured the way it is on its own (``configs/<stage>/default.yaml``, then the experiment
 file and the overrides named in the pipeline's section), all child configurations are resolved and validated
@@ -31,7 +32,7 @@ from visreps.tracking import download_artifacts, ensure_tracking_available, fini
 
 STAGE = "pipeline"
 STAGE_VERSION = 1
-STEPS = ("demo_data", "train_fine", "labels", "train", "evaluate")
+STEPS = ("demo_data", "train_fine", "labels", "train", "evaluate", "compare")
 #: placeholders filled in while the pipeline runs: the fine-label network's URI, the latest labels run id, and
 #: (evaluate jobs) the model of the training job with this index
 FINE_MODEL = "PIPELINE_FINE_MODEL"
@@ -51,7 +52,7 @@ class PipelineConfig(StageConfig):
 
     experiment: str = runtime_field("visreps-pipeline",
                             description="MLflow experiment of the pipeline run and of every child run")
-    steps: list[Literal["demo_data", "train_fine", "labels", "train", "evaluate"]] = Field(
+    steps: list[Literal["demo_data", "train_fine", "labels", "train", "evaluate", "compare"]] = Field(
         default_factory=lambda: list(STEPS), description="steps to run (demo_data is needed by every later one)")
     demo_data: StageSection = Field(default_factory=lambda: StageSection(overrides=[
         "n_subjects=2", "n_train_stimuli_per_subject=400", "n_test_stimuli=200"]),
@@ -181,6 +182,8 @@ def plan(config: PipelineConfig) -> list[Job]:
                          for k in config.ks for seed in config.seeds]
     if "evaluate" in steps:
         jobs += _evaluate_jobs(config, jobs, default_demo_root(demo))
+    elif "compare" in steps:
+        raise PipelineError("step 'compare' compares the pipeline's evaluations: add 'evaluate' to steps")
     return jobs
 
 
@@ -250,6 +253,8 @@ def run_pipeline(config: PipelineConfig) -> str:
         _log_summary(run, rows, time.monotonic() - started)
         if evaluations:
             _log_evaluations(run, evaluations)
+        if evaluations and "compare" in config.steps:
+            _compare(config, run, evaluations)
     print(f"pipeline: run {run.run_id}: {len(rows)} stage runs in {time.monotonic() - started:.0f} s")
     return run.run_id
 
@@ -280,6 +285,24 @@ def _evaluation_rows(job: Job, parents: dict[str, str]) -> list[dict[str, Any]]:
                          "metric": row.metric, "mean": row.mean, "label_source": job.label_source,
                          "K": job.k, "seed": job.seed, "untrained": job.epoch0, "run_id": parent_id})
     return rows
+
+
+def _compare(config: PipelineConfig, run, evaluations: list[dict[str, Any]]) -> None:
+    """One compare run per (dataset, analysis) over the pipeline's evaluations; prints each answer table."""
+    from visreps.stages.compare import CompareConfig, answer_text, run_compare_stage
+
+    groups: dict[tuple[str, str], list[str]] = {}
+    for row in evaluations:
+        ids = groups.setdefault((row["dataset"], row["analysis"]), [])
+        if row["run_id"] not in ids:
+            ids.append(row["run_id"])
+    for (dataset, analysis), run_ids in groups.items():
+        compare = load_config(CompareConfig, "compare", overrides=[f"experiment={config.experiment}"])
+        compare = compare.model_copy(update={"run_ids": run_ids})
+        compare_id = run_compare_stage(compare, parent_run_id=run.run_id)
+        run.set_tags({f"visreps.compare.{dataset}.{analysis}": compare_id})
+        print(answer_text(compare_id))
+        print(f"  coarseness figures: run {compare_id}, artifacts figures/coarseness_raw.html and _normalised.html")
 
 
 def _log_evaluations(run, evaluations: list[dict[str, Any]]) -> None:

@@ -20,6 +20,7 @@ from typing import Any, Iterator, Mapping
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 
 from visreps.config import ConfigModel, config_hash, flatten_config, to_yaml
 from visreps.tracking.identity import (
@@ -39,6 +40,7 @@ from visreps.tracking.store import (
     ensure_tracking_available,
     experiment_artifact_location,
     git_commit,
+    tracking_uri,
 )
 
 COMPLETE_TAG = "visreps.complete"
@@ -286,6 +288,21 @@ def newest_complete_run(tags: Mapping[str, str]) -> FinishedRun | None:
     return _as_finished(found[0]) if found else None
 
 
+def complete_runs(experiment_name: str, tags: Mapping[str, str], max_results: int = 50000) -> list[FinishedRun]:
+    """Every complete, FINISHED run of experiment ``experiment_name`` carrying all ``tags`` (oldest first);
+    TrackingError when the experiment does not exist."""
+    mlflow_client = client()
+    experiment = mlflow_client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        raise TrackingError(f"there is no experiment {experiment_name!r} on {tracking_uri()}; name the experiment "
+                            "the evaluations were logged to")
+    conditions = [f"tags.`{key}` = '{value}'" for key, value in tags.items()]
+    found = mlflow_client.search_runs(
+        [experiment.experiment_id], max_results=max_results, order_by=["attributes.start_time ASC"],
+        filter_string=" and ".join(conditions + [f"tags.`{COMPLETE_TAG}` = 'true'", "attributes.status = 'FINISHED'"]))
+    return [_as_finished(run) for run in found]
+
+
 def find_finished_run(stage: str, config: ConfigModel, stage_version: int = 1,
                       inputs: Mapping[str, str] | None = None) -> FinishedRun | None:
     """The newest complete, FINISHED run of ``stage`` with the same run key (configuration and inputs), or None."""
@@ -358,8 +375,11 @@ def download_artifacts(run_id: str, artifact_path: str, destination: str | Path 
     """Download ``artifact_path`` of run ``run_id`` (to a temporary folder unless ``destination``); local path."""
     uri = ensure_tracking_available()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file: no progress bar
-    local = mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path=artifact_path,
-        dst_path=str(destination) if destination else None, tracking_uri=uri,
-    )
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact_path,
+            dst_path=str(destination) if destination else None, tracking_uri=uri,
+        )
+    except MlflowException as error:
+        raise TrackingError(f"run {run_id} has no artifact {artifact_path!r} ({str(error).splitlines()[0]})") from None
     return Path(local)
