@@ -88,7 +88,7 @@ def draw_indices(unit: str, n_subjects: int, n_resamples: int, seeds_per_conditi
     if unit == "stimuli":
         return DrawIndices(unit, np.tile(np.arange(n_subjects), (n_resamples, 1)),
                            np.repeat(np.arange(n_resamples)[:, None], n_subjects, axis=1), None)
-    if unit in ("subjects", "hierarchical") and n_subjects < 2:
+    if n_subjects < 2:
         raise AlignmentInputError(f"resampling unit {unit!r} needs at least 2 subjects, got {n_subjects}; "
                                   "use resampling=stimuli")
     rng = np.random.default_rng(seed)

@@ -73,10 +73,9 @@ def _subject_arrays(evaluation: Evaluation, region: str, subjects: list[str], me
         score = float(tidy.loc[subject, "score"])
         resamples = boot[boot.subject == subject].sort_values("iteration").score.to_numpy(dtype=np.float64)
         pair = pairs.loc[subject]
-        n = int(pair.n_test_stimuli)
-        kept = Resampling(n, int(pair.n_bootstrap), float(pair.bootstrap_fraction),
-                          str(pair.bootstrap_replace).lower() == "true").sample_size
-        sample = sampling_draws(resamples, score, n, kept, str(pair.bootstrap_replace).lower() == "true")
+        n, replace = int(pair.n_test_stimuli), str(pair.bootstrap_replace).lower() == "true"
+        kept = Resampling(n, int(pair.n_bootstrap), float(pair.bootstrap_fraction), replace).sample_size
+        sample = sampling_draws(resamples, score, n, kept, replace)
         if measure == "normalised":
             ceiling = tidy.loc[subject].get("noise_ceiling", np.nan)
             if not np.isfinite(ceiling) or ceiling <= 0:
