@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "train": "visreps.stages.train",
     "evaluate": "visreps.stages.evaluate",
     "compare": "visreps.stages.compare",
+    "sweep": "visreps.stages.sweep",
     "pipeline": "visreps.stages.pipeline",
     "score": "visreps.stages.score",
     "datasets": "visreps.stages.datasets",

@@ -4,6 +4,7 @@ selections are refused with one clear error naming the runs."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -68,8 +69,64 @@ def test_compare_logs_the_statistics_of_the_evaluations(evaluations: dict[str, s
     tidy = pd.read_parquet(download_artifacts(evaluations["fine-rsa"], "results.parquet"))
     early = tidy[(tidy.region == "early") & (tidy.metric == "score")].value.mean()
     assert reference[reference.region == "early"]["mean"].iloc[0] == pytest.approx(early)
-    assert {"figures/coarseness_raw.html"} <= {a.path for a in _artifacts(run_id, "figures")}
+    figures = {a.path for a in _artifacts(run_id, "figures")}
+    static = ("png", "svg", "pdf") if shutil.which("chromium") or shutil.which("google-chrome") else ()
+    for stem in ("coarseness_raw", "coarseness_normalised", "reconstruction_raw", "dimensionality"):
+        assert {f"figures/{stem}.{suffix}" for suffix in ("html", *static)} <= figures, stem
+    html = download_artifacts(run_id, "figures/coarseness_raw.html").read_text()
+    assert '<script src="https://cdn' not in html and "plotly.js" in html, "the HTML opens offline"
+    if static:
+        assert download_artifacts(run_id, "figures/coarseness_raw.png").read_bytes()[:4] == b"\x89PNG"
+    else:
+        assert "Chromium" in run.tags["visreps.figures_note"], "without a browser: the HTML and a note saying why"
     assert run_compare_stage(config) == run_id, "the same comparison of the same runs is re-used"
+    _check_controls(run_id, evaluations)
+
+
+def _check_controls(run_id: str, evaluations: dict[str, str]) -> None:
+    robustness = pd.read_csv(download_artifacts(run_id, "robustness.csv"))
+    coarse = robustness[(robustness.role == "condition") & (robustness.measure == "raw")]
+    assert (coarse.n_subsets == 10).all() and coarse.below_reference_holds.between(0, 1).all()
+    reliability = pd.read_csv(download_artifacts(run_id, "ranking_reliability.csv"))
+    subsets = reliability[reliability["between"] == "subsets"]
+    assert set(subsets.region) == {"early", "ventral"} and (subsets.n_pairs == 45).all()
+    assert subsets.spearman_mean.between(-1, 1).all()
+    assert (reliability[reliability["between"] == "seeds"].n_pairs == 0).all(), "one seed per condition"
+    dimensionality = pd.read_csv(download_artifacts(run_id, "dimensionality.csv"))
+    fine = dimensionality[dimensionality.run_id == evaluations["fine-rsa"]]
+    logged = pd.read_csv(download_artifacts(evaluations["fine-rsa"], "effective_dimensionality.csv"))
+    assert fine.effective_dimensionality.tolist() == pytest.approx(logged.effective_dimensionality.tolist())
+    assert fine.n_selected.sum() == 4 and fine.most_selected.sum() == 1
+
+
+def test_reconstruction_control_against_numpy(evaluations: dict[str, str]) -> None:
+    """Full rank reproduces the reference exactly (difference 0); M = 2 equals a numpy SVD reconstruction."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from visreps.stages.compare_controls import pair_tests
+
+    config = _config(f"run_ids=[{evaluations['fine-rsa']},{evaluations['coarse-rsa']}]",
+                     "controls.reconstruction_components=[2,30]", "controls.n_subsets=0", "figure_formats=[html]")
+    run_id = run_compare_stage(config)
+    table = pd.read_parquet(download_artifacts(run_id, "reconstruction.parquet"))
+    raw = table[table.measure == "raw"].set_index(["region", "condition"])
+    reference = "fine K=8 custom_cnn_small"
+    for region in ("early", "ventral"):
+        full = raw.loc[(region, f"{reference} PCA M=30")]
+        assert full["mean"] == pytest.approx(raw.loc[(region, reference), "mean"], abs=1e-9)
+        assert full.difference_vs_reference == pytest.approx(0.0, abs=1e-9) and full.p_vs_reference == 1.0
+    evaluation = load_evaluations([finished_run(evaluations["fine-rsa"])], config)[0]
+    expected = {}
+    for test in pair_tests(evaluation, "cpu"):
+        x = np.asarray(test.features, dtype=np.float64)
+        u, s, vt = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
+        rebuilt = x.mean(axis=0) + (u[:, :2] * s[:2]) @ vt[:2]
+        upper = np.triu_indices(x.shape[0], 1)
+        model = 1 - np.corrcoef(rebuilt)
+        expected.setdefault(test.region, []).append(spearmanr(model[upper], test.neural_rdm.numpy()[upper]).statistic)
+    for region, values in expected.items():
+        assert raw.loc[(region, f"{reference} PCA M=2"), "mean"] == pytest.approx(np.mean(values), abs=1e-6)
 
 
 def _artifacts(run_id: str, path: str):
@@ -91,3 +148,21 @@ def test_bad_selections_are_refused_naming_the_runs(evaluations: dict[str, str],
         assert evaluations["coarse-encoding"] in captured.err or evaluations["coarse-rsa"] in captured.err
     with pytest.raises(ComparisonError):
         run_compare_stage(_config(*overrides))
+
+
+def test_controls_refuse_a_model_that_changed_since_its_evaluation(evaluations: dict[str, str], capsys) -> None:
+    """(Runs last: rewrites the coarse network's file.) The controls re-extract activations; a model file
+    rewritten after its evaluation is refused naming the run, while the logged statistics alone still compare."""
+    from visreps.stages.compare_controls import evaluation_config
+
+    path = evaluation_config(evaluations["coarse-rsa"], "cpu").model
+    torch.manual_seed(99)
+    save_model_file(path, create_model("custom_cnn_small", 4), {"architecture": "custom_cnn_small", "num_classes": 4,
+                                                               "image_size": 32, **MODELS["coarse"]})
+    status = main(["compare", "source_experiment=compare-tests", "experiment=compare-tests-out", "filters.analysis=rsa",
+                   "n_draws=200", "force=true", "figure_formats=[html]"])
+    captured = capsys.readouterr()
+    assert status != 0 and evaluations["coarse-rsa"] in captured.err and "changed since" in captured.err
+    assert "Traceback" not in captured.err
+    run_compare_stage(_config("filters.analysis=rsa", "controls.reconstruction_components=[]", "controls.n_subsets=0",
+                              "figure_formats=[html]"))

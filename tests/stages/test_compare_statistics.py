@@ -75,3 +75,39 @@ def test_unpairable_and_reference_less_comparisons_are_refused(evaluations) -> N
         compare_conditions(evaluations + [other])
     with pytest.raises(ComparisonError, match="no evaluation matches the reference"):
         compare_conditions(evaluations[1:])
+
+
+def _demo_null_evaluations(seed: int) -> list[Evaluation]:
+    """Two networks equal in distribution on the demo's ground truth: the demo's ventral features (latents
+    through its nonlinearity) read with independent per-stimulus noise, scored against one demo subject's
+    simulated ventral voxels on 60 test stimuli, with the study's 90 % resamples."""
+    from visreps.alignment import bootstrap_rsa_models, rdm_pearson
+    from visreps.data.demo import DemoDataConfig, brain_stimulus_latents
+    from visreps.data.demo import brain as ground_truth
+
+    config = DemoDataConfig(seed=seed, n_subjects=1, n_test_stimuli=60, n_train_stimuli_per_subject=16, n_voxels=40)
+    latents, owner = brain_stimulus_latents(config)
+    features = ground_truth.ventral_features(latents[owner == "shared"].reset_index(drop=True), seed)
+    brain = ground_truth.simulate_region(features, 0, "ventral", seed, config.n_voxels, config.noise_sd_ventral,
+                                         config.n_repetitions)["average"]
+    rng = np.random.default_rng(seed)
+    networks = {name: features + features.std() * 1.5 * rng.standard_normal(features.shape) for name in ("fine", "k8")}
+    results = bootstrap_rsa_models({name: rdm_pearson(x) for name, x in networks.items()}, rdm_pearson(brain),
+                                   n_iterations=300, seed=seed)
+    pairs = pd.DataFrame([{"subject": "s1", "region": "ventral", "test_stimuli_fingerprint": "demo", "n_test_stimuli": 60,
+                           "n_bootstrap": 300, "bootstrap_fraction": 0.9, "bootstrap_replace": False, "bootstrap_seed": seed}])
+    out = []
+    for name, role in (("fine", "reference"), ("k8", "condition")):
+        tidy = pd.DataFrame([{"subject": "s1", "region": "ventral", "metric": "score", "value": results[name].estimate}])
+        boot = pd.DataFrame({"subject": "s1", "region": "ventral", "iteration": np.arange(300),
+                             "score": results[name].distribution})
+        out.append(Evaluation(name, name, "1", tidy, pairs, boot, {"role": role, "label_source": name, "K": 8.0}))
+    return out
+
+
+def test_on_the_demo_ground_truth_an_equal_condition_is_rarely_called_different() -> None:
+    q_values = []
+    for seed in range(40):
+        table = compare_conditions(_demo_null_evaluations(seed), unit="stimuli")
+        q_values.append(float(table.loc[table.condition == "k8", "q_vs_reference"].iloc[0]))
+    assert (np.array(q_values) < 0.05).mean() <= 0.125  # expected 5 %; binomial(40, 0.05) > 5 hits in < 2 % of cases

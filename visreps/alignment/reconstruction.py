@@ -7,7 +7,8 @@ alignment grows with rank; a coarse model below the M = 8 curve is not merely a 
 X (n stimuli × D features) has column means μ and centred rows Xc = X − μ. With U_M the top-M eigenvectors of
 the Gram matrix G = Xc Xcᵀ (the left singular vectors), the reconstruction is X̂ = μ + U_M U_Mᵀ Xc. Its
 Pearson RDM needs only n × n and n-sized sums over the D columns (G, Xc μ, Xc 1, μ·μ, Σμ), accumulated over
-column chunks, so a 290,400-wide layer is never rebuilt. With M ≥ rank(Xc) the RDM equals ``rdm_pearson(X)``.
+column chunks, so a 290,400-wide layer is never rebuilt. M ≥ min(n − 1, D) keeps every component: that RDM is
+``rdm_pearson(X)`` itself (the same numbers, so a full-rank control reproduces the unreconstructed score).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from visreps.alignment.rdm import rdm_pearson
 from visreps.alignment.validation import AlignmentInputError, block_to_tensor, check_finite, resolve_device
 
 #: feature columns read at once
@@ -46,7 +48,7 @@ def pca_reconstruction_rdms(features: Any, components: Sequence[int], *, device:
                             chunk_columns: int = CHUNK_COLUMNS) -> dict[int, torch.Tensor]:
     """M -> Pearson RDM (n × n, float64, zero diagonal) of ``features`` (n × D) rebuilt from its top M PCs.
 
-    M above the rank of the centred features keeps every component (the RDM of the features themselves).
+    M ≥ min(n − 1, D) keeps every component: the features' own ``rdm_pearson`` RDM.
     """
     shape = tuple(getattr(features, "shape", np.shape(features)))
     if len(shape) != 2 or shape[0] < 3 or shape[1] < 1:
@@ -61,6 +63,9 @@ def pca_reconstruction_rdms(features: Any, components: Sequence[int], *, device:
     n, d = shape
     out = {}
     for m in ms:
+        if m >= min(n - 1, d):
+            out[m] = rdm_pearson(features, device=device).to(torch.float64)
+            continue
         u = vectors[:, :m]
         projected_gram = (u * values[:m]) @ u.T  # (P Xc)(P Xc)ᵀ
         a, b = u @ (u.T @ centred_mean), u @ (u.T @ centred_sum)  # P Xc μ, P Xc 1

@@ -49,6 +49,14 @@ class StageConfig(ConfigModel):
                                                    "supersedes it)")
 
 
+class StageSection(ConfigModel):
+    """How a composite stage (pipeline, sweep) configures one child stage: an experiment file and ``key=value``
+    overrides on top of the child's defaults."""
+
+    config: str = Field("", description="experiment file, relative to the project folder (or absolute)")
+    overrides: list[str] = Field(default_factory=list, description="key=value overrides applied after the file")
+
+
 ConfigT = TypeVar("ConfigT", bound=ConfigModel)
 
 

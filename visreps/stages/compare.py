@@ -18,16 +18,18 @@ import argparse
 import hashlib
 from typing import Literal
 
+import pandas as pd
 from pydantic import Field
 
 from visreps.config import StageConfig, runtime_field
 from visreps.stages.common import add_config_arguments, stage_config
+from visreps.stages.compare_controls import ControlsConfig, run_controls
 from visreps.stages.compare_statistics import (
     MEASURES, REFERENCE, UNTRAINED, ComparisonError, Evaluation, compare_conditions, smallest_k_not_below,
 )
 
 STAGE = "compare"
-STAGE_VERSION = 1
+STAGE_VERSION = 2  # 2: controls (reconstruction, stimulus subsets, ranking reliability), dimensionality, exports
 EVALUATE_STAGE = "evaluate"
 
 
@@ -48,6 +50,10 @@ class CompareConfig(StageConfig):
     seed: int = Field(0, description="seed of the subject/seed draws")
     ci_level: float = Field(0.95, gt=0.0, lt=1.0)
     alpha: float = Field(0.05, gt=0.0, lt=1.0, description="FDR level of the 'below reference' calls")
+    controls: ControlsConfig = Field(default_factory=ControlsConfig, description="visreps.stages.compare_controls")
+    figure_formats: list[Literal["html", "png", "svg", "pdf"]] = runtime_field(
+        ["html", "png", "svg", "pdf"], description="figure files (png/svg/pdf need kaleido and Chromium)")
+    html_plotlyjs: Literal["inline", "cdn"] = runtime_field("inline", description="inline: HTML that opens offline")
     force: bool = runtime_field(False, description="compare again, replacing the result")
 
 
@@ -106,8 +112,6 @@ def _condition(run, config: CompareConfig) -> dict[str, object]:
 
 def load_evaluations(runs: list, config: CompareConfig) -> list[Evaluation]:
     """Each run's tables; ComparisonError naming a run logged before evaluations kept their resamples."""
-    import pandas as pd
-
     from visreps.tracking import TrackingError, download_artifacts
 
     evaluations = []
@@ -129,9 +133,48 @@ def load_evaluations(runs: list, config: CompareConfig) -> list[Evaluation]:
     return evaluations
 
 
+def dimensionality_table(evaluations: list[Evaluation]) -> pd.DataFrame:
+    """Per evaluation and point: effective dimensionality (evaluate's ``effective_dimensionality.csv``) with the
+    condition, how many (subject, region) pairs selected the point and whether it is the most often selected."""
+    from visreps.stages.evaluate_tracking import DIMENSIONALITY_TABLE
+    from visreps.tracking import TrackingError, download_artifacts
+
+    tables = []
+    for evaluation in evaluations:
+        try:
+            table = pd.read_csv(download_artifacts(evaluation.run_id, DIMENSIONALITY_TABLE))
+        except (TrackingError, OSError):
+            continue  # test-only datasets (their points come from the NSD evaluation) log none
+        selected = evaluation.pairs.selected_point.value_counts()
+        table["n_selected"] = table.point.map(selected).fillna(0).astype(int)
+        table["most_selected"] = table.point == selected.idxmax()
+        info = {key: evaluation.info.get(key) for key in ("role", "label_source", "K", "architecture")}
+        tables.append(table.assign(condition=evaluation.condition, seed=evaluation.seed, run_id=evaluation.run_id, **info))
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
+def _figures(tables: dict[str, pd.DataFrame], title: str) -> dict[str, object]:
+    """The compare run's figures by file stem: coarseness and reconstruction per measure, dimensionality."""
+    from visreps.figures import coarseness_figure, dimensionality_figure, reconstruction_figure
+
+    table, figures = tables["comparison"], {}
+    for measure in MEASURES:
+        if (table.measure == measure).any():
+            figures[f"coarseness_{measure}"] = coarseness_figure(table, measure, f"{title}: alignment vs K ({measure})")
+        rebuilt = tables.get("reconstruction")
+        if rebuilt is not None and (rebuilt.measure == measure).any():
+            figures[f"reconstruction_{measure}"] = reconstruction_figure(
+                rebuilt, table, measure, f"{title}: PCA-reconstruction control ({measure})")
+    if len(tables["dimensionality"]):
+        figures["dimensionality"] = dimensionality_figure(tables["dimensionality"], f"{title}: effective dimensionality vs K")
+    return figures
+
+
 def run_compare_stage(config: CompareConfig, parent_run_id: str | None = None) -> str:
     """Compare (or re-use the comparison of) the selected evaluations; returns the compare run id."""
-    from visreps.figures import coarseness_figure
+    import tempfile
+
+    from visreps.figures import export_figures
     from visreps.tracking import ensure_tracking_available, reusable_run, stage_run, supersede_finished
 
     ensure_tracking_available()
@@ -141,22 +184,29 @@ def run_compare_stage(config: CompareConfig, parent_run_id: str | None = None) -
     if previous is not None:
         return previous.run_id
     evaluations = load_evaluations(runs, config)
-    table = compare_conditions(evaluations, config.resampling, config.n_draws, config.seed, config.ci_level,
-                               config.alpha)
-    answer = smallest_k_not_below(table)
+    statistics = {"unit": config.resampling, "n_draws": config.n_draws, "seed": config.seed,
+                  "ci_level": config.ci_level, "alpha": config.alpha}
+    table = compare_conditions(evaluations, **statistics)
     dataset, analysis = runs[0].tags.get("visreps.dataset"), runs[0].tags.get("visreps.analysis")
+    tables = {"comparison": table, "answer": smallest_k_not_below(table),
+              "dimensionality": dimensionality_table(evaluations),
+              **run_controls(evaluations, table, analysis, config.controls, statistics)}
     tags = {"visreps.dataset": dataset, "visreps.analysis": analysis, "visreps.n_evaluations": len(runs),
             "visreps.resampling": str(table.resampling.iloc[0])}
     with stage_run(STAGE, config, STAGE_VERSION, tags=tags, run_name=f"compare-{dataset}-{analysis}",
                    parent_run_id=parent_run_id, inputs=inputs) as run:
-        run.log_table(table, "comparison.parquet")
-        run.log_table(table, "comparison.csv")
-        run.log_table(answer, "answer.csv")
+        for name, logged in tables.items():
+            for suffix in ("parquet", "csv") if name in ("comparison", "reconstruction") else ("csv",):
+                if len(logged):
+                    run.log_table(logged, f"{name}.{suffix}")
         run.log_text("\n".join(r.run_id for r in runs), "evaluation_runs.txt")
-        for measure in MEASURES:
-            if (table.measure == measure).any():
-                figure = coarseness_figure(table, measure, f"{dataset} {analysis}: alignment vs K ({measure})")
-                run.log_figure(figure, f"figures/coarseness_{measure}.html")
+        with tempfile.TemporaryDirectory() as folder:
+            note = export_figures(_figures(tables, f"{dataset} {analysis}"), folder, config.figure_formats,
+                                  config.html_plotlyjs)
+            run.log_artifacts(folder, "figures")
+        if note:
+            run.set_tags({"visreps.figures_note": note})
+            print(f"compare: {note}")
     if config.force:
         supersede_finished(STAGE, config, STAGE_VERSION, inputs, run.run_id)
     return run.run_id
@@ -164,8 +214,6 @@ def run_compare_stage(config: CompareConfig, parent_run_id: str | None = None) -
 
 def answer_text(run_id: str) -> str:
     """The answer table of a compare run as text (the smallest K not significantly below the reference)."""
-    import pandas as pd
-
     from visreps.tracking import download_artifacts, finished_run
 
     answer = pd.read_csv(download_artifacts(run_id, "answer.csv"))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from visreps.activations import ActivationReader, StimulusSet, extract_features
+from visreps.activations import ActivationReader, FeatureRows, StimulusSet, extract_features
 from visreps.config import load_config
 from visreps.data import Dataset, open_dataset
 from visreps.errors import VisrepsError
@@ -190,6 +190,37 @@ def _features(plan: EvaluationPlan, stimuli: StimulusSet, points: list[str], pro
                             progress=config.progress)
 
 
+def exact_activations(plan: EvaluationPlan, point: str, stimulus_ids: list[str]):
+    """(len(stimulus_ids), D) float32 memmap: the exact (unprojected) activations of one point (cached on disk)."""
+    return _features(plan, plan.stimuli.subset(stimulus_ids), [point], None)[point]
+
+
+def selection_scores(config: EvaluateConfig) -> list[dict[str, Any]]:
+    """Layer selection of every (subject, region) and analysis on its **training** stimuli alone (what a sweep
+    optimises): rows (subject, region, analysis, selected_point, selection_score). Reads no test response; the
+    features of the training stimuli only are extracted."""
+    from visreps.alignment.selection import TrainSplit, select_layer
+
+    plan = prepare(config)
+    if plan.dataset.test_only:
+        raise EvaluationError(f"dataset {config.dataset} has test stimuli only: it has no selection data")
+    responses = {pair: plan.dataset.responses(*pair) for pair in plan.pairs}
+    train_ids = list(dict.fromkeys(str(i) for r in responses.values() for i in r.train_ids))
+    features = _features(plan, plan.stimuli.subset(train_ids), plan.points, config.projection_dim)
+    rows = []
+    for (subject, region), pair in responses.items():
+        train = TrainSplit(FeatureRows(features, features.rows(pair.train_ids), plan.points), pair.train)
+        for analysis in config.analyses:
+            options = ({"compare": config.compare, "n_rsa_stimuli": config.n_rsa_stimuli} if analysis == "rsa"
+                       else {"validation_fraction": config.validation_fraction})
+            selection = select_layer(train, analysis=analysis, seed=config.seed, projection_dim=None,
+                                     progress=False, **options)
+            rows.append({"subject": subject, "region": region, "analysis": analysis,
+                         "selected_point": selection.best_layer,
+                         "selection_score": float(selection.scores[selection.best_layer])})
+    return rows
+
+
 def _run_analysis(plan: EvaluationPlan, analysis: str, parent_run_id: str | None) -> str:
     config = plan.config.model_copy(update={"analysis": analysis})
     previous = reusable_run(STAGE, config, STAGE_VERSION, plan.inputs, config.force, IDENTIFYING)
@@ -246,7 +277,7 @@ def _pair(plan: EvaluationPlan, config: EvaluateConfig, analysis: str, subject: 
     responses = plan.dataset.responses(subject, region)
 
     def exact(point: str, test_ids: list[str]):
-        return _features(plan, plan.stimuli.subset(test_ids), [point], None)[point]
+        return exact_activations(plan, point, test_ids)
 
     tags = {"visreps.subject": subject, "visreps.region": region, "visreps.analysis": analysis,
             "visreps.dataset": config.dataset, "visreps.weights_fingerprint": plan.model.weights_fingerprint}

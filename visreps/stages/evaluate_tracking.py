@@ -35,9 +35,8 @@ def log_pair(run: StageRun, result: PairResult) -> None:
     run.log_params({"selected_point": best, "n_test_stimuli": len(result.test_ids),
                     **{f"selection.{key}": value for key, value in result.selection.details.items()}})
     run.log_metrics(result.metrics)
-    for index, point in enumerate(result.points):
-        if point in result.selection.scores:  # none when the point was selected on another dataset
-            run.log_metrics({"selection_curve": result.selection.scores[point]}, step=index)
+    run.log_metric_steps("selection_curve", {index: result.selection.scores[point] for index, point in
+                                             enumerate(result.points) if point in result.selection.scores})
     run.log_table(result.selection_table(), "selection.csv")
     run.log_table(pd.DataFrame(result.tidy_rows()), RESULTS_TABLE)
     run.log_table(pd.DataFrame({"stimulus": result.test_ids}), TEST_STIMULI_TABLE)
@@ -54,8 +53,8 @@ def log_pair(run: StageRun, result: PairResult) -> None:
 def log_dimensionality(run: StageRun, table: pd.DataFrame) -> None:
     """Effective dimensionality per point: a table and the metric ``effective_dimensionality`` stepped by point."""
     run.log_table(table, DIMENSIONALITY_TABLE)
-    for row in table.itertuples():
-        run.log_metrics({"effective_dimensionality": float(row.effective_dimensionality)}, step=int(row.point_index))
+    run.log_metric_steps("effective_dimensionality", dict(zip(table.point_index.astype(int),
+                                                              table.effective_dimensionality.astype(float))))
 
 
 def read_pair_rows(run_id: str) -> list[dict[str, Any]]:

@@ -25,14 +25,16 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
-from visreps.config import ConfigError, ConfigModel, StageConfig, load_config, runtime_field, to_yaml
+from visreps.config import ConfigError, ConfigModel, StageConfig, StageSection, load_config, runtime_field, to_yaml
 from visreps.errors import VisrepsError
 from visreps.stages.common import add_config_arguments, stage_config
 from visreps.tracking import download_artifacts, ensure_tracking_available, finished_run, stage_run
 
 STAGE = "pipeline"
 STAGE_VERSION = 1
-STEPS = ("demo_data", "train_fine", "labels", "train", "evaluate", "compare")
+STEPS = ("demo_data", "train_fine", "labels", "train", "evaluate", "compare", "sweep")
+#: the default steps (the sweep is an option: `steps=[demo_data,sweep]` or the default steps plus sweep)
+DEFAULT_STEPS = STEPS[:-1]
 #: placeholders filled in while the pipeline runs: the fine-label network's URI, the latest labels run id, and
 #: (evaluate jobs) the model of the training job with this index
 FINE_MODEL = "PIPELINE_FINE_MODEL"
@@ -40,27 +42,24 @@ LABELS_RUN = "PIPELINE_LABELS_RUN"
 TRAINED_MODEL = "PIPELINE_TRAINED_MODEL_"
 
 
-class StageSection(ConfigModel):
-    """How one child stage is configured: an experiment file and ``key=value`` overrides on top of its defaults."""
-
-    config: str = Field("", description="experiment file, relative to the project folder (or absolute)")
-    overrides: list[str] = Field(default_factory=list, description="key=value overrides applied after the file")
-
-
 class PipelineConfig(StageConfig):
     """The grid the pipeline runs and how each child stage is configured."""
 
     experiment: str = runtime_field("visreps-pipeline",
                             description="MLflow experiment of the pipeline run and of every child run")
-    steps: list[Literal["demo_data", "train_fine", "labels", "train", "evaluate", "compare"]] = Field(
-        default_factory=lambda: list(STEPS), description="steps to run (demo_data is needed by every later one)")
+    steps: list[Literal["demo_data", "train_fine", "labels", "train", "evaluate", "compare", "sweep"]] = Field(
+        default_factory=lambda: list(DEFAULT_STEPS), description="steps to run (demo_data is needed by every later one)")
     demo_data: StageSection = Field(default_factory=lambda: StageSection(overrides=[
-        "n_subjects=2", "n_train_stimuli_per_subject=400", "n_test_stimuli=200"]),
+        "n_subjects=2", "n_train_stimuli_per_subject=320", "n_test_stimuli=200"]),
         description="the demo data (a smaller brain set than the stand-alone default, for the 10-minute budget)")
     train: StageSection = Field(default_factory=lambda: StageSection(config="configs/train/demo.yaml"),
                                 description="every training run (fine and coarse)")
     evaluate: StageSection = Field(default_factory=lambda: StageSection(config="configs/evaluate/demo.yaml"),
                                    description="every evaluation run")
+    compare: StageSection = Field(default_factory=lambda: StageSection(config="configs/compare/demo.yaml"),
+                                  description="every compare run (one per dataset and analysis)")
+    sweep: StageSection = Field(default_factory=lambda: StageSection(config="configs/sweep/demo_grid.yaml"),
+                                description="the optional sweep step (on the pipeline's demo data)")
     evaluate_datasets: list[Literal["demo", "demo_behaviour"]] = Field(
         default_factory=lambda: ["demo", "demo_behaviour"],
         description="demo datasets every trained network (and the fine network's untrained state) is evaluated on")
@@ -255,8 +254,27 @@ def run_pipeline(config: PipelineConfig) -> str:
             _log_evaluations(run, evaluations)
         if evaluations and "compare" in config.steps:
             _compare(config, run, evaluations)
+        if "sweep" in config.steps:
+            _sweep(config, run, jobs[0].config)
     print(f"pipeline: run {run.run_id}: {len(rows)} stage runs in {time.monotonic() - started:.0f} s")
     return run.run_id
+
+
+def _sweep(config: PipelineConfig, run, demo) -> None:
+    """The sweep step: the configured sweep with its demo paths pointed at the pipeline's demo data."""
+    from visreps.data.demo import default_demo_root
+    from visreps.stages.sweep import SweepConfig, run_sweep_stage
+
+    demo_root = default_demo_root(demo)
+    sweep = child_config(SweepConfig, "sweep", config.sweep, [f"experiment={config.experiment}"], "sweep")
+    images = f"dataset.root={demo_root / 'train_images'}"
+    sweep.train.overrides.append(images)
+    for section in sweep.label_sources.values():
+        section.overrides.append(images)
+    for dataset, section in sweep.evaluate.items():
+        if dataset in ("demo", "demo_behaviour"):
+            section.overrides.append(f"dataset_root={demo_root}")
+    run.set_tags({"visreps.sweep": run_sweep_stage(sweep, parent_run_id=run.run_id)})
 
 
 def _log_summary(run, rows: list[dict[str, Any]], seconds: float) -> None:
@@ -297,12 +315,12 @@ def _compare(config: PipelineConfig, run, evaluations: list[dict[str, Any]]) -> 
         if row["run_id"] not in ids:
             ids.append(row["run_id"])
     for (dataset, analysis), run_ids in groups.items():
-        compare = load_config(CompareConfig, "compare", overrides=[f"experiment={config.experiment}"])
+        compare = child_config(CompareConfig, "compare", config.compare, [f"experiment={config.experiment}"], "compare")
         compare = compare.model_copy(update={"run_ids": run_ids})
         compare_id = run_compare_stage(compare, parent_run_id=run.run_id)
         run.set_tags({f"visreps.compare.{dataset}.{analysis}": compare_id})
         print(answer_text(compare_id))
-        print(f"  coarseness figures: run {compare_id}, artifacts figures/coarseness_raw.html and _normalised.html")
+        print(f"  figures: run {compare_id}, artifacts figures/ (coarseness, reconstruction, dimensionality)")
 
 
 def _log_evaluations(run, evaluations: list[dict[str, Any]]) -> None:

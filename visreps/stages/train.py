@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -203,16 +203,19 @@ class _RunLogger:
     checkpoint), so the trainer's replay of the checkpoint's history is not logged twice.
     """
 
-    def __init__(self, run: StageRun, log_checkpoints: bool, logged_through: int = -1) -> None:
+    def __init__(self, run: StageRun, log_checkpoints: bool, logged_through: int = -1,
+                 on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> None:
         self.run = run
         self.log_checkpoints = log_checkpoints
         self.logged_through = logged_through
+        self.on_epoch = on_epoch
         self.logged: set[int] = set()
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        if epoch <= self.logged_through:
-            return
-        self.run.log_metrics({key: value for key, value in metrics.items() if key != "epoch"}, step=epoch)
+        if epoch > self.logged_through:
+            self.run.log_metrics({key: value for key, value in metrics.items() if key != "epoch"}, step=epoch)
+        if self.on_epoch is not None:  # e.g. a sweep's pruner; may raise TrainingStopped
+            self.on_epoch(epoch, metrics)
 
     def on_checkpoint(self, epoch: int, path: Path) -> None:
         if self.log_checkpoints:
@@ -258,8 +261,8 @@ def _log_results(run: StageRun, config: TrainConfig, labels: TrainingLabels, res
 
 
 def _train(config: TrainConfig, labels: TrainingLabels, context: DistContext, run: StageRun | None,
-           folder: Path, logged_through: int = -1) -> Trainer:
-    logger = _RunLogger(run, config.log_checkpoints, logged_through) if run is not None else None
+           folder: Path, logged_through: int = -1, on_epoch: Callable | None = None) -> Trainer:
+    logger = _RunLogger(run, config.log_checkpoints, logged_through, on_epoch) if run is not None else None
     trainer = Trainer(config, labels, context=context, checkpoint_dir=folder, callbacks=logger)
     result = trainer.fit()
     if run is not None:
@@ -269,11 +272,16 @@ def _train(config: TrainConfig, labels: TrainingLabels, context: DistContext, ru
     return trainer
 
 
-def run_train_stage(config: TrainConfig, parent_run_id: str | None = None) -> str:
-    """Train (or re-use) the network of ``config``; returns the MLflow run id. Works under torchrun too."""
+def run_train_stage(config: TrainConfig, parent_run_id: str | None = None,
+                    on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> str:
+    """Train (or re-use) the network of ``config``; returns the MLflow run id. Works under torchrun too.
+
+    ``on_epoch(epoch, metrics)`` is called after each epoch's metrics are logged (rank 0); raising
+    ``TrainingStopped`` there ends the run as FAILED with that reason (a pruned sweep trial).
+    """
     context = init_distributed(config.device)
     try:
-        return _run_stage(config, parent_run_id, context)
+        return _run_stage(config, parent_run_id, context, on_epoch)
     finally:
         shutdown_distributed(context)
 
@@ -283,7 +291,8 @@ def _checkpoint_epoch(path: Path | None) -> int:
     return int(match.group(1)) if match else -1
 
 
-def _run_stage(config: TrainConfig, parent_run_id: str | None, context: DistContext) -> str:
+def _run_stage(config: TrainConfig, parent_run_id: str | None, context: DistContext,
+               on_epoch: Callable | None = None) -> str:
     plan, collection = None, None
     if context.is_main:
         try:
@@ -337,7 +346,8 @@ def _run_stage(config: TrainConfig, parent_run_id: str | None, context: DistCont
                         "resolved.n_train": len(labels.train_indices), "resolved.n_heldout": len(labels.heldout_indices),
                         "resolved.dataset_root": str(collection.root)})
         with system_metrics(run.run_id, config.system_metrics):
-            _train(config, labels, context, run, folder, _checkpoint_epoch(checkpoint) if run.continued else -1)
+            _train(config, labels, context, run, folder, _checkpoint_epoch(checkpoint) if run.continued else -1,
+                   on_epoch)
     if config.log_checkpoints and folder.exists():
         shutil.rmtree(folder, ignore_errors=True)
     broadcast_object(context, run.run_id)

@@ -23,6 +23,7 @@ from visreps.tracking.runs import (
     supersede_finished,
 )
 from visreps.tracking.store import (
+    RunInProgress,
     TrackingError,
     embedded_paths,
     ensure_tracking_available,
@@ -36,6 +37,7 @@ __all__ = [
     "FinishedRun",
     "ResolvedModel",
     "StageRun",
+    "RunInProgress",
     "TrackingError",
     "client",
     "complete_runs",

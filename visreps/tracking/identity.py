@@ -98,13 +98,15 @@ def owner_tags() -> dict[str, str]:
 
 
 def _process_exists(pid: int) -> bool:
+    """Whether process ``pid`` is alive (a killed process its parent has not reaped yet, a zombie, is not)."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:  # exists, owned by someone else
+    except psutil.AccessDenied:  # exists, owned by someone else
         return True
-    return True
 
 
 def is_live(tags: Mapping[str, str], now_s: float | None = None) -> bool:

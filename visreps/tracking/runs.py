@@ -36,6 +36,7 @@ from visreps.tracking.identity import (
     running_runs,
 )
 from visreps.tracking.store import (
+    RunInProgress,
     TrackingError,
     ensure_tracking_available,
     experiment_artifact_location,
@@ -91,12 +92,14 @@ class StageRun:
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         """Log finite numbers; a NaN or inf is an error here, never a silent hole in a curve."""
         timestamp = _now_ms()
-        items = []
-        for key, value in metrics.items():
-            value = float(value)
-            if value != value or value in (float("inf"), float("-inf")):
-                raise ValueError(f"metric {key!r} is not finite ({value}); refusing to log it")
-            items.append(Metric(str(key), value, timestamp, int(step or 0)))
+        self._log_batch([_metric(key, value, timestamp, int(step or 0)) for key, value in metrics.items()])
+
+    def log_metric_steps(self, key: str, values: Mapping[int, float]) -> None:
+        """Log one metric at several steps (step -> value) in as few requests as possible; finite values only."""
+        timestamp = _now_ms()
+        self._log_batch([_metric(key, value, timestamp, int(step)) for step, value in values.items()])
+
+    def _log_batch(self, items: list[Metric]) -> None:
         for start in range(0, len(items), _METRIC_BATCH):
             self.mlflow_client.log_batch(self.run_id, metrics=items[start : start + _METRIC_BATCH])
 
@@ -136,6 +139,13 @@ class StageRun:
         return download_artifacts(self.run_id, artifact_path, destination)
 
 
+def _metric(key: str, value: float, timestamp: int, step: int) -> Metric:
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"metric {key!r} is not finite ({value}) at step {step}; refusing to log it")
+    return Metric(str(key), value, timestamp, step)
+
+
 def _now_ms() -> int:
     import time
 
@@ -167,7 +177,7 @@ def _open_run(mlflow_client: MlflowClient, experiment_name: str, identity: RunId
     running = running_runs(mlflow_client, identity.key)
     live = [run for run in running if is_live(run.data.tags)]
     if live:
-        raise TrackingError(
+        raise RunInProgress(
             f"{identity.stage}: run {live[0].info.run_id} with the same configuration and inputs is in progress "
             f"({describe_live(live[0].data.tags)}); wait for it to finish, or stop that process and launch again")
     orphans = list(running)

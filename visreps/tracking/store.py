@@ -23,6 +23,10 @@ class TrackingError(VisrepsError, RuntimeError):
     """The tracking store cannot be reached or used; the message says which and how to fix it."""
 
 
+class RunInProgress(TrackingError):
+    """Another live process is running the same stage run (same configuration and inputs)."""
+
+
 def embedded_paths() -> tuple[Path, Path]:
     """(SQLite database file, artifact folder) of the embedded store."""
     base = home()

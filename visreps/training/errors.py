@@ -27,3 +27,7 @@ def out_of_memory_error(batch_size: int, device: str, error: BaseException) -> T
         f"out of memory on {device} at batch_size={batch_size} ({first_line}); lower the batch size "
         f"(e.g. batch_size={max(1, batch_size // 2)}), use amp=bf16/fp16 on a GPU, or a smaller model.image_size"
     )
+
+
+class TrainingStopped(VisrepsError, RuntimeError):
+    """A per-epoch callback stopped the training on purpose (e.g. a sweep's pruner); not a failure of the code."""
