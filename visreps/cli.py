@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "visreps.stages.evaluate",
     "compare": "visreps.stages.compare",
     "sweep": "visreps.stages.sweep",
+    "figures": "visreps.stages.figures",
     "pipeline": "visreps.stages.pipeline",
     "score": "visreps.stages.score",
     "datasets": "visreps.stages.datasets",

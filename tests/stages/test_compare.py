@@ -50,7 +50,7 @@ def _config(*overrides: str) -> CompareConfig:
                                                            "experiment=compare-tests-out", *overrides])
 
 
-def test_compare_logs_the_statistics_of_the_evaluations(evaluations: dict[str, str], capsys) -> None:
+def test_compare_logs_the_statistics_of_the_evaluations(evaluations: dict[str, str], capsys, tmp_path: Path) -> None:
     assert main(["compare", "source_experiment=compare-tests", "filters.analysis=rsa",
                  "experiment=compare-tests-out", "n_draws=200"]) == 0
     printed = capsys.readouterr().out
@@ -81,6 +81,22 @@ def test_compare_logs_the_statistics_of_the_evaluations(evaluations: dict[str, s
         assert "Chromium" in run.tags["visreps.figures_note"], "without a browser: the HTML and a note saying why"
     assert run_compare_stage(config) == run_id, "the same comparison of the same runs is re-used"
     _check_controls(run_id, evaluations)
+    _check_figures_command(run_id, static, tmp_path, capsys)
+
+
+def _check_figures_command(run_id: str, static: tuple[str, ...], tmp_path: Path, capsys) -> None:
+    """`visreps figures` writes the compare run's figures from its logged tables; no compare run: one clear error."""
+    assert main(["figures", "--out", str(tmp_path / "paper"), f"run_ids=[{run_id}]"]) == 0
+    folder = tmp_path / "paper" / f"demo_rsa_{run_id[:8]}"
+    names = {path.name for path in folder.iterdir()}
+    for stem in ("coarseness_raw", "reconstruction_raw", "dimensionality"):
+        assert {f"{stem}.{suffix}" for suffix in ("html", *static)} <= names, stem
+    logged = download_artifacts(run_id, "figures/coarseness_raw.html").read_text()
+    assert (folder / "coarseness_raw.html").read_text().count("scatter") == logged.count("scatter")
+    capsys.readouterr()
+    assert main(["figures", "--out", str(tmp_path / "none"), "experiment=compare-tests-out",
+                 "filters.dataset=nowhere"]) != 0
+    assert "no complete compare run" in capsys.readouterr().err
 
 
 def _check_controls(run_id: str, evaluations: dict[str, str]) -> None:

@@ -153,8 +153,9 @@ def dimensionality_table(evaluations: list[Evaluation]) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
-def _figures(tables: dict[str, pd.DataFrame], title: str) -> dict[str, object]:
-    """The compare run's figures by file stem: coarseness and reconstruction per measure, dimensionality."""
+def figure_set(tables: dict[str, pd.DataFrame], title: str) -> dict[str, object]:
+    """A compare run's figures by file stem (coarseness and reconstruction per measure, dimensionality) from its
+    tables (``comparison`` and, when not empty, ``reconstruction`` and ``dimensionality``)."""
     from visreps.figures import coarseness_figure, dimensionality_figure, reconstruction_figure
 
     table, figures = tables["comparison"], {}
@@ -162,10 +163,10 @@ def _figures(tables: dict[str, pd.DataFrame], title: str) -> dict[str, object]:
         if (table.measure == measure).any():
             figures[f"coarseness_{measure}"] = coarseness_figure(table, measure, f"{title}: alignment vs K ({measure})")
         rebuilt = tables.get("reconstruction")
-        if rebuilt is not None and (rebuilt.measure == measure).any():
+        if rebuilt is not None and len(rebuilt) and (rebuilt.measure == measure).any():
             figures[f"reconstruction_{measure}"] = reconstruction_figure(
                 rebuilt, table, measure, f"{title}: PCA-reconstruction control ({measure})")
-    if len(tables["dimensionality"]):
+    if len(tables.get("dimensionality", ())):
         figures["dimensionality"] = dimensionality_figure(tables["dimensionality"], f"{title}: effective dimensionality vs K")
     return figures
 
@@ -201,7 +202,7 @@ def run_compare_stage(config: CompareConfig, parent_run_id: str | None = None) -
                     run.log_table(logged, f"{name}.{suffix}")
         run.log_text("\n".join(r.run_id for r in runs), "evaluation_runs.txt")
         with tempfile.TemporaryDirectory() as folder:
-            note = export_figures(_figures(tables, f"{dataset} {analysis}"), folder, config.figure_formats,
+            note = export_figures(figure_set(tables, f"{dataset} {analysis}"), folder, config.figure_formats,
                                   config.html_plotlyjs)
             run.log_artifacts(folder, "figures")
         if note:
