@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "compare": "visreps.stages.compare",
     "sweep": "visreps.stages.sweep",
     "figures": "visreps.stages.figures",
+    "dashboard": "visreps.stages.dashboard",
     "pipeline": "visreps.stages.pipeline",
     "score": "visreps.stages.score",
     "datasets": "visreps.stages.datasets",

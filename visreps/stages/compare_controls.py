@@ -252,6 +252,8 @@ def run_controls(evaluations: list[Evaluation], table: pd.DataFrame, analysis: s
     reconstructions, subset_sets = [], [[] for _ in range(config.n_subsets)]
     for evaluation in tqdm(evaluations, desc="compare controls", unit="network", disable=not config.progress):
         reference = wanted_reconstruction and evaluation.info.get("role") == REFERENCE
+        if not (reference or config.n_subsets):
+            continue  # only the reference networks are re-opened for the reconstruction alone
         recon_scores, recon_draws = {m: {} for m in components}, {m: {} for m in components}
         scores, draws = [{} for _ in subset_sets], [{} for _ in subset_sets]
         for test in pair_tests(evaluation, config.device):

@@ -257,6 +257,9 @@ def run_pipeline(config: PipelineConfig) -> str:
         if "sweep" in config.steps:
             _sweep(config, run, jobs[0].config)
     print(f"pipeline: run {run.run_id}: {len(rows)} stage runs in {time.monotonic() - started:.0f} s")
+    if evaluations and "compare" in config.steps:
+        print("pipeline: see the results in the dashboard: `visreps dashboard` (add --tracking-uri URI for a server), "
+              "then open http://127.0.0.1:8050/")
     return run.run_id
 
 
