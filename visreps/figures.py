@@ -14,6 +14,11 @@ import pandas as pd
 COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
 
 
+def _interval_bars(centre: pd.Series, low: pd.Series, high: pd.Series) -> dict:
+    """Plotly error bars from ``low`` to ``high`` around ``centre`` (asymmetric)."""
+    return {"type": "data", "symmetric": False, "array": high - centre, "arrayminus": centre - low}
+
+
 def coarseness_figure(table: pd.DataFrame, measure: str = "raw", title: str = ""):
     """Score vs K per label source with CIs (one panel per region), the reference and untrained levels as
     lines with their CI bands, and a mark (×) on every K significantly below the reference (q < alpha)."""
@@ -36,8 +41,7 @@ def coarseness_figure(table: pd.DataFrame, measure: str = "raw", title: str = ""
             figure.add_trace(go.Scatter(
                 x=group.K, y=group["mean"], mode="lines+markers", name=str(source), legendgroup=str(source),
                 showlegend=column == 1, line={"color": colour},
-                error_y={"type": "data", "symmetric": False, "array": group.ci_high - group["mean"],
-                         "arrayminus": group["mean"] - group.ci_low}), row=1, col=column)
+                error_y=_interval_bars(group["mean"], group.ci_low, group.ci_high)), row=1, col=column)
             below = group[group.get("below_reference", pd.Series(False, index=group.index)).astype(bool)]
             if len(below):
                 figure.add_trace(go.Scatter(x=below.K, y=below.ci_low, mode="markers", marker_symbol="x",
@@ -85,8 +89,7 @@ def reconstruction_figure(reconstruction: pd.DataFrame, comparison: pd.DataFrame
         figure.add_trace(go.Scatter(
             x=rebuilt.components, y=rebuilt["mean"], mode="lines+markers", name="reference rebuilt from M PCs",
             legendgroup="rebuilt", showlegend=column == 1, line={"color": "black"},
-            error_y={"type": "data", "symmetric": False, "array": rebuilt.ci_high - rebuilt["mean"],
-                     "arrayminus": rebuilt["mean"] - rebuilt.ci_low}), row=1, col=column)
+            error_y=_interval_bars(rebuilt["mean"], rebuilt.ci_low, rebuilt.ci_high)), row=1, col=column)
         below = rebuilt[rebuilt.get("below_reference", pd.Series(False, index=rebuilt.index)).astype(bool)]
         figure.add_trace(go.Scatter(x=below.components, y=below.ci_low, mode="markers", marker_symbol="x",
                                     marker={"color": "black", "size": 9}, name="below reference (q < alpha)",
@@ -133,8 +136,7 @@ def dimensionality_figure(table: pd.DataFrame, title: str = ""):
         means = group.groupby("K").effective_dimensionality.agg(["mean", "min", "max"]).reset_index()
         figure.add_trace(go.Scatter(x=means.K, y=means["mean"], mode="lines+markers", name=str(source),
                                     line={"color": COLOURS[index % len(COLOURS)]},
-                                    error_y={"type": "data", "symmetric": False, "array": means["max"] - means["mean"],
-                                             "arrayminus": means["mean"] - means["min"]}))
+                                    error_y=_interval_bars(means["mean"], means["min"], means["max"])))
     for role, dash in (("reference", "dash"), ("untrained", "dot")):
         level = chosen[chosen.role == role]
         if len(level):

@@ -144,6 +144,22 @@ def test_bad_selections_are_refused_naming_the_runs(evaluations: dict[str, str],
         run_compare_stage(_config(*overrides))
 
 
+def test_sweep_selection_scores_equal_the_evaluations_own_selection(evaluations: dict[str, str]) -> None:
+    """`selection_scores` (a sweep's objective: training stimuli only) picks the point and score the full
+    evaluation of the same network logged for each (subject, region)."""
+    from visreps.stages.compare_controls import evaluation_config
+    from visreps.stages.evaluate import selection_scores
+
+    rows = pd.DataFrame(selection_scores(evaluation_config(evaluations["fine-rsa"], "cpu")))
+    tidy = pd.read_parquet(download_artifacts(evaluations["fine-rsa"], "results.parquet"))
+    logged = tidy[tidy.metric == "selection_score"].set_index(["subject", "region"])
+    assert len(rows) == len(logged) == 4
+    for row in rows.itertuples():
+        expected = logged.loc[(row.subject, row.region)]
+        assert row.selected_point == expected.selected_point
+        assert row.selection_score == pytest.approx(expected.value, abs=1e-6)
+
+
 def test_controls_refuse_a_model_that_changed_since_its_evaluation(evaluations: dict[str, str], capsys) -> None:
     """(Runs last: rewrites the coarse network's file.) The controls re-extract activations; a model file
     rewritten after its evaluation is refused naming the run, while the logged statistics alone still compare."""
@@ -160,3 +176,4 @@ def test_controls_refuse_a_model_that_changed_since_its_evaluation(evaluations: 
     assert "Traceback" not in captured.err
     run_compare_stage(_config("filters.analysis=rsa", "controls.reconstruction_components=[]", "controls.n_subsets=0",
                               "figure_formats=[html]"))
+

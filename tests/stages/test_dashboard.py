@@ -5,6 +5,7 @@ a screenshot is kept)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -100,14 +101,14 @@ def test_page_in_headless_chromium_updates_the_plot(compare_run: str, mlflow_ser
 
 
 def _open(browser, url: str, server: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    from selenium.common.exceptions import WebDriverException
+
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert server.poll() is None, server.stdout.read()
-        try:
+        with contextlib.suppress(WebDriverException):  # the server is not listening yet
             browser.get(url)
             if "visreps" in browser.title:
                 return
-        except Exception:  # the server is not listening yet
-            pass
         time.sleep(0.5)
     raise AssertionError(f"the dashboard did not answer at {url}")

@@ -66,16 +66,11 @@ def _matches(tags: dict[str, str], wanted: dict[str, str]) -> bool:
 
 def select_runs(config: CompareConfig) -> list:
     """The evaluation parent runs of ``config``: one clear error when none, or when they mix datasets/analyses."""
-    from visreps.tracking import finished_run, complete_runs
+    from visreps.tracking import stage_runs
 
-    if config.run_ids:
-        runs = [finished_run(run_id) for run_id in config.run_ids]
-        not_evaluations = [run.run_id for run in runs if run.tags.get("visreps.stage") != EVALUATE_STAGE]
-        if not_evaluations:
-            raise ComparisonError(f"runs {', '.join(not_evaluations)} are not evaluation parent runs")
-    else:
-        tags = {"visreps.stage": EVALUATE_STAGE, **{f"visreps.{k}": str(v) for k, v in config.filters.items()}}
-        runs = complete_runs(config.source_experiment, tags)
+    runs, not_evaluations = stage_runs(EVALUATE_STAGE, config.source_experiment, config.filters, config.run_ids)
+    if not_evaluations:
+        raise ComparisonError(f"runs {', '.join(not_evaluations)} are not evaluation parent runs")
     if not runs:
         raise ComparisonError(f"no complete evaluation run in experiment {config.source_experiment!r} matches "
                               f"filters {config.filters or '{}'}; check the filters (tag values) or run `visreps evaluate`")

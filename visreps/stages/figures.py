@@ -53,19 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def compare_runs(config: FiguresConfig) -> list:
     """The complete compare runs of ``config``; FiguresError when there is none."""
-    from visreps.tracking import TrackingError, complete_runs, finished_run
+    from visreps.tracking import stage_runs
 
-    if config.run_ids:
-        runs = [finished_run(run_id) for run_id in config.run_ids]
-        wrong = [run.run_id for run in runs if run.tags.get("visreps.stage") != COMPARE_STAGE]
-        if wrong:
-            raise FiguresError(f"runs {', '.join(wrong)} are not compare runs; pass the runs `visreps compare` made")
-        return runs
-    tags = {"visreps.stage": COMPARE_STAGE, **{f"visreps.{key}": str(value) for key, value in config.filters.items()}}
-    try:
-        runs = complete_runs(config.experiment, tags)
-    except TrackingError:
-        runs = []
+    runs, wrong = stage_runs(COMPARE_STAGE, config.experiment, config.filters, config.run_ids)
+    if wrong:
+        raise FiguresError(f"runs {', '.join(wrong)} are not compare runs; pass the runs `visreps compare` made")
     if not runs:
         raise FiguresError(f"no complete compare run in experiment {config.experiment!r} matches filters "
                            f"{config.filters or '{}'}; run `visreps compare` (or the pipeline) first, or pass run_ids")

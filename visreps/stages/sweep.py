@@ -240,23 +240,16 @@ def planned_size(config: SweepConfig) -> dict[str, Any]:
     return plan
 
 
-def _complete(experiment: str, stage: str) -> list:
-    from visreps.tracking import TrackingError, complete_runs
-
-    try:
-        return complete_runs(experiment, {"visreps.stage": stage})
-    except TrackingError:  # no such experiment yet
-        return []
-
-
 def _measured(config: SweepConfig) -> dict[str, Any]:
-    trials = _complete(config.experiment, TRIAL_STAGE)
+    from visreps.tracking import stage_runs
+
+    trials, _ = stage_runs(TRIAL_STAGE, config.experiment)
     seconds = [run.metrics["trial_seconds"] for run in trials if "trial_seconds" in run.metrics]
     memory = [run.metrics["peak_rss_mb"] for run in trials if "peak_rss_mb" in run.metrics]
     if seconds:
         return {"seconds_per_trial": float(pd.Series(seconds).median()), "peak_rss_mb": float(max(memory or [0])),
                 "estimate_from": f"{len(seconds)} finished trials in {config.experiment}"}
-    trainings = _complete(config.experiment, "train")
+    trainings, _ = stage_runs("train", config.experiment)
     train_seconds = [run.metrics["train_seconds"] for run in trainings if "train_seconds" in run.metrics]
     if train_seconds:
         return {"seconds_per_trial": float(pd.Series(train_seconds).median()), "peak_rss_mb": None,

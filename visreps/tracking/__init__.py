@@ -20,6 +20,7 @@ from visreps.tracking.runs import (
     newest_complete_run,
     reusable_run,
     stage_run,
+    stage_runs,
     supersede_finished,
 )
 from visreps.tracking.store import (
@@ -55,6 +56,7 @@ __all__ = [
     "reusable_run",
     "run_key",
     "stage_run",
+    "stage_runs",
     "supersede_finished",
     "tracking_uri",
 ]

@@ -15,7 +15,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import mlflow
 from mlflow import MlflowClient
@@ -311,6 +311,21 @@ def complete_runs(experiment_name: str, tags: Mapping[str, str], max_results: in
         [experiment.experiment_id], max_results=max_results, order_by=["attributes.start_time ASC"],
         filter_string=" and ".join(conditions + [f"tags.`{COMPLETE_TAG}` = 'true'", "attributes.status = 'FINISHED'"]))
     return [_as_finished(run) for run in found]
+
+
+def stage_runs(stage: str, experiment_name: str, filters: Mapping[str, str] | None = None,
+               run_ids: Sequence[str] = ()) -> tuple[list[FinishedRun], list[str]]:
+    """(runs, ids of ``run_ids`` that are not ``stage`` runs): the runs ``run_ids`` when given, else the complete runs
+    of ``stage`` in ``experiment_name`` tagged ``visreps.<key> = value`` for every filter (none when the experiment
+    does not exist yet). The callers say what an empty or wrong selection means for them."""
+    if run_ids:
+        runs = [finished_run(run_id) for run_id in run_ids]
+        return runs, [run.run_id for run in runs if run.tags.get("visreps.stage") != stage]
+    tags = {"visreps.stage": stage, **{f"visreps.{key}": str(value) for key, value in (filters or {}).items()}}
+    try:
+        return complete_runs(experiment_name, tags), []
+    except TrackingError:  # no such experiment
+        return [], []
 
 
 def find_finished_run(stage: str, config: ConfigModel, stage_version: int = 1,
