@@ -3,10 +3,17 @@ demo data → fine training → labels from pixels and from the fine network →
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from tests.browser import headless_chromium, open_page
+from tests.conftest import free_port, stage_environment
 
 from visreps.config import ConfigError, load_config
 from visreps.data.demo import default_demo_root
@@ -76,10 +83,16 @@ def _small_pipeline(tmp_path: Path) -> PipelineConfig:
     return load_config(PipelineConfig, "pipeline", config_file=experiment)
 
 
+@pytest.fixture(scope="module")
+def small_pipeline(store, tmp_path_factory: pytest.TempPathFactory) -> tuple[PipelineConfig, str]:
+    """The small pipeline, run once into this module's embedded store: (its config, the pipeline run id)."""
+    config = _small_pipeline(tmp_path_factory.mktemp("pipeline"))
+    return config, run_pipeline(config)
+
+
 @pytest.mark.slow
-def test_small_pipeline_end_to_end_and_rerun_reuses_everything(tmp_path: Path) -> None:
-    config = _small_pipeline(tmp_path)
-    first = run_pipeline(config)
+def test_small_pipeline_end_to_end_and_rerun_reuses_everything(small_pipeline: tuple[PipelineConfig, str]) -> None:
+    config, first = small_pipeline
     summary = pd.read_csv(download_artifacts(first, "summary.csv"))
     assert list(summary.step) == ["demo_data", "train", "labels", "train", "train", "labels", "train", "train"]
     evaluations = pd.read_csv(download_artifacts(first, "evaluations.csv"))
@@ -121,3 +134,84 @@ def test_small_pipeline_end_to_end_and_rerun_reuses_everything(tmp_path: Path) -
     assert list(again.run_id) == list(summary.run_id), "identical child configurations must be re-used"
     repeated = pd.read_csv(download_artifacts(second, "evaluations.csv"))
     assert list(repeated.run_id) == list(evaluations.run_id), "evaluations are re-used too"
+
+
+def _dashboard():
+    import sys
+
+    sys.path.insert(0, str(project_root() / "dashboards"))
+    import app  # dashboards/ is run as a script, not a package
+
+    return app
+
+
+@pytest.mark.slow
+def test_the_pipeline_results_open_in_the_dashboard(small_pipeline: tuple[PipelineConfig, str]) -> None:
+    """Every view draws the pipeline's demo results: alignment vs K with CIs, baselines and ceiling; per subject;
+    layer selection; the networks' training curves; the runs with their registry aliases."""
+    dashboard = _dashboard()
+    _, first = small_pipeline
+    results = dashboard.Results()
+    runs = results.refresh()
+    run_id = finished_run(first).tags["visreps.compare.demo.rsa"]
+    assert run_id in set(runs.run_id)
+    sources = ["pca_pixels", "pca_demo_fine"]
+    figure = dashboard.draw_view(results, "coarseness", run_id, "raw", sources)[0][0].figure
+    names = {trace.name for trace in figure.data if trace.name}
+    assert {"pca_pixels", "pca_demo_fine", "noise ceiling (subjects' range)"} <= names
+    assert any(name.startswith("reference: fine") for name in names) and any(name.startswith("untrained") for name in names)
+    assert all(trace.error_y.array is not None for trace in figure.data if trace.name in sources), "CIs drawn"
+    training = dashboard.draw_view(results, "training", run_id, "raw", sources)[0][0].figure
+    lines = {trace.name for trace in training.data}
+    assert {"pca_pixels K=2 custom_cnn_small", "pca_demo_fine K=4 custom_cnn_small"} <= lines
+    evaluations = pd.read_csv(download_artifacts(run_id, "evaluations.csv"))
+    k2 = evaluations[evaluations.condition == "pca_pixels K=2 custom_cnn_small"].model_run_id.iloc[0]
+    history = pd.read_csv(download_artifacts(k2, "training_history.csv"))
+    drawn = next(trace for trace in training.data if trace.name == "pca_pixels K=2 custom_cnn_small")
+    assert list(drawn.y) == pytest.approx(history.train_loss.dropna().tolist()), "the training run's own history"
+    assert dashboard.draw_view(results, "selection", run_id, "raw", sources)[0][0].id == "selection"
+    table = dashboard.draw_view(results, "runs", run_id, "raw", sources)[0][0]
+    cells = [str(cell.children) for row in table.children[1].children for cell in row.children]
+    assert "@k4-pca_pixels-s1" in cells, "the registry alias of each model"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+                    reason="needs Debian chromium and chromium-driver (.ci/run installs them)")
+def test_dashboard_in_headless_chromium(small_pipeline: tuple[PipelineConfig, str], tmp_path: Path) -> None:
+    """`visreps dashboard` on the pipeline's store, as the pipeline's last line tells users: the page loads with
+    the demo's alignment vs K, the measure filter changes the plot, the training and runs views open; a screenshot
+    is kept (copied to $VISREPS_TEST_ARTIFACTS when set)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as shown
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "visreps.cli", "dashboard", "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=stage_environment(Path(os.environ["VISREPS_HOME"])))
+    browser = headless_chromium(tmp_path / "profile")
+    compare_run = finished_run(small_pipeline[1]).tags["visreps.compare.demo.rsa"]
+    try:
+        open_page(browser, f"http://127.0.0.1:{port}/?run={compare_run}", server)
+        wait = WebDriverWait(browser, 60)
+        wait.until(shown.text_to_be_present_in_element((By.ID, "coarseness"), "alignment vs K (raw)"))
+        assert "noise ceiling" in browser.find_element(By.ID, "coarseness").text
+        browser.find_element(By.XPATH, "//label[contains(., 'normalised by the noise ceiling')]//input").click()
+        wait.until(shown.text_to_be_present_in_element((By.ID, "coarseness"), "alignment vs K (normalised)"))
+        assert "score / noise ceiling" in browser.find_element(By.ID, "coarseness").text
+        shot = tmp_path / "dashboard.png"
+        browser.save_screenshot(str(shot))
+        browser.find_element(By.XPATH, "//div[contains(@class, 'tab') and contains(., 'training curves')]").click()
+        wait.until(shown.text_to_be_present_in_element((By.ID, "training"), "heldout accuracy"))
+        browser.find_element(By.XPATH, "//div[contains(@class, 'tab') and normalize-space(.)='runs']").click()
+        wait.until(shown.text_to_be_present_in_element((By.ID, "runs-table"), "@k4-pca_pixels-s1"))
+        assert shot.stat().st_size > 10_000
+        keep = os.environ.get("VISREPS_TEST_ARTIFACTS")
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            shutil.copy(shot, Path(keep) / "dashboard.png")
+    finally:
+        browser.quit()
+        server.terminate()
+        server.wait(timeout=20)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from visreps import __version__
@@ -26,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "pipeline": "visreps.stages.pipeline",
     "score": "visreps.stages.score",
     "datasets": "visreps.stages.datasets",
+    "server": "visreps.stages.server",
 }
 
 
@@ -51,16 +53,34 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; bad input ends with one clear line on stderr and exit status 2."""
+    """Run one command; bad input ends with one clear line on stderr and exit status 2; a closed stdout
+    (output piped into `head`) ends quietly with status 141, as for other command-line tools."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and argv[0] in COMMANDS else None
     parser = build_parser(command)
     args = parser.parse_args(argv)
     try:
-        return int(_command_module(args.command).run(args) or 0)
+        status = int(_command_module(args.command).run(args) or 0)
+        sys.stdout.flush()  # a reader that went away (`visreps ... | head`) shows here, not at interpreter exit
+        return status
     except VisrepsError as error:
         print(f"visreps {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        _discard_stdout()
+        return BROKEN_PIPE_STATUS
+
+
+#: exit status when the reader of stdout closed it early: 128 + SIGPIPE, what a shell reports for `yes | head`
+BROKEN_PIPE_STATUS = 141
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not raise (and print) again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (captured in tests): nothing to flush
+        pass
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def test_score_bad_input_exits_2_with_one_clear_line(tmp_path, capsys):
     responses[4, 2] = np.nan
     np.save(paths["train.npy"], responses)
     assert run_score(paths, "--analysis", "encoding") == 2
-    assert "train responses has non-finite" in capsys.readouterr().err
+    assert "NaN or inf at stimulus 4, unit 2" in capsys.readouterr().err  # named with its flag and file
     paths = write_inputs(tmp_path)
     np.save(paths["test.npy"], np.load(paths["test.npy"])[:20])
     assert run_score(paths, "--analysis", "rsa") == 2

@@ -109,7 +109,9 @@ def test_bad_input(tmp_path):
     write_mat73(root / "monkeyF/THINGS_normMUA.mat", {"train_MUA": np.zeros((1024, 23)), "test_MUA": np.zeros((1024, 5)),
                                                      "test_MUA_reps": np.zeros((1024, 5, 2))})
     dataset = open_dataset("tvsd", root, subjects=["monkeyF"], things_root=root / "THINGS", cache=False)
-    with pytest.raises(DatasetError, match=r"train_MUA: shape \(23, 1024\) does not match the expected \(any, 24\)"):
+    with pytest.raises(DatasetError, match=r"THINGS_normMUA.mat train_MUA is 1024 × 23 \(electrodes × images\): 23 "
+                                           r"images, but monkeyF/_logs/things_imgs.mat lists 24 images in train_imgs.*"
+                                           r"download both files of monkeyF again"):
         dataset.responses("monkeyF", "V1")
     (root / "monkeyF/THINGS_normMUA.mat").write_bytes(b"not hdf5")
     with pytest.raises(DatasetError, match="truncated or corrupt"):

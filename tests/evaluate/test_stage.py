@@ -107,6 +107,7 @@ def test_parent_holds_every_pairs_resamples_for_paired_comparisons(store: Mlflow
     for analysis, parent_id in both.items():
         pairs = pd.read_csv(download_artifacts(parent_id, "pairs.csv"))
         resamples = pd.read_parquet(download_artifacts(parent_id, "bootstrap.parquet"))
+        curves = pd.read_parquet(download_artifacts(parent_id, "selection.parquet"))
         assert len(pairs) == 4 and (pairs.n_bootstrap == 100).all() and (pairs.bootstrap_seed == 0).all()
         assert len(resamples) == 4 * 100
         for pair in pairs.itertuples():
@@ -119,6 +120,10 @@ def test_parent_holds_every_pairs_resamples_for_paired_comparisons(store: Mlflow
             own = pd.read_parquet(download_artifacts(pair.child_run_id, "bootstrap.parquet"))
             mine = resamples[(resamples.subject == pair.subject) & (resamples.region == pair.region)]
             np.testing.assert_array_equal(mine.score.to_numpy(), own.score.to_numpy())
+            curve = curves[(curves.subject == pair.subject) & (curves.region == pair.region)]
+            own_curve = pd.read_csv(download_artifacts(pair.child_run_id, "selection.csv"))
+            np.testing.assert_array_equal(curve.selection_score.to_numpy(), own_curve.selection_score.to_numpy())
+            assert curve[curve.selected].point.tolist() == [pair.selected_point]
             fingerprints.setdefault((pair.subject, pair.region), set()).add(pair.test_stimuli_fingerprint)
     assert all(len(values) == 1 for values in fingerprints.values()), "RSA and encoding share the test stimuli"
 

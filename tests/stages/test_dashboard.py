@@ -1,21 +1,13 @@
 """The dashboard over a real `mlflow server` holding the compare runs of small demo evaluations: its data layer
 (compare runs found on the server, their tables), the drawing callback (filters change the figures), the empty
-store's message, and one end-to-end test in headless Chromium (the page loads, a filter changes, the plot follows;
-a screenshot is kept)."""
+store's message. The browser test (headless Chromium) opens the small pipeline's results: tests/test_pipeline.py."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
 from visreps.config import load_config
 from visreps.paths import project_root
 from visreps.stages.compare import CompareConfig, run_compare_stage
@@ -44,71 +36,36 @@ def test_data_layer_finds_the_compare_runs_and_reads_their_tables(compare_run: s
     assert run_url(runs.experiment_id.iloc[0], compare_run).endswith(f"/runs/{compare_run}")
 
 
-def test_drawing_follows_the_filters(compare_run: str) -> None:
+def _graphs(components: list) -> dict:
+    return {component.id: component.figure for component in components}
+
+
+def test_views_follow_the_filters(compare_run: str) -> None:
     results = dashboard.Results()
     results.refresh()
-    raw = dashboard.draw(results, compare_run, "raw", ["pca_pixels"])
-    names = {trace.name for trace in raw[0].data}
+    graphs, message = dashboard.draw_view(results, "coarseness", compare_run, "raw", ["pca_pixels"])
+    names = {trace.name for trace in graphs[0].figure.data}
+    assert graphs[0].id == "coarseness" and message == ""
     assert "pca_pixels" in names and any(name.startswith("reference") for name in names)
-    assert raw[0].layout.yaxis.title.text == "score" and len(raw[1].data) > 0 and raw[4] == ""
-    without = dashboard.draw(results, compare_run, "raw", [])
-    assert "pca_pixels" not in {trace.name for trace in without[0].data}
-    normalised = dashboard.draw(results, compare_run, "normalised", ["pca_pixels"])
-    assert normalised[0].layout.yaxis.title.text == "score / noise ceiling"
-    assert dashboard.draw(results, None, "raw", [])[4] == dashboard.EMPTY
+    assert graphs[0].figure.layout.yaxis.title.text == "score"
+    without, _ = dashboard.draw_view(results, "coarseness", compare_run, "raw", [])
+    assert "pca_pixels" not in {trace.name for trace in without[0].figure.data}
+    normalised, _ = dashboard.draw_view(results, "coarseness", compare_run, "normalised", ["pca_pixels"])
+    assert normalised[0].figure.layout.yaxis.title.text == "score / noise ceiling"
+    assert dashboard.draw_view(results, "coarseness", compare_run, "raw", ["pca_pixels"], ["resnet"])[0] == []
 
-
-@pytest.mark.slow
-@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
-                    reason="needs Debian chromium and chromium-driver (.ci/run installs them)")
-def test_page_in_headless_chromium_updates_the_plot(compare_run: str, mlflow_server: str, tmp_path: Path) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as wait_for
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    port = free_port()
-    server = subprocess.Popen([sys.executable, str(project_root() / "dashboards" / "app.py"), "--tracking-uri",
-                               mlflow_server, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_server})
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-                 "--window-size=1400,1800"):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-    try:
-        _open(browser, f"http://127.0.0.1:{port}/", server)
-        wait = WebDriverWait(browser, 60)
-        wait.until(wait_for.text_to_be_present_in_element((By.ID, "coarseness"), "alignment vs K (raw)"))
-        browser.find_element(By.XPATH, "//label[contains(., 'normalised by the noise ceiling')]//input").click()
-        wait.until(wait_for.text_to_be_present_in_element((By.ID, "coarseness"), "alignment vs K (normalised)"))
-        assert "score / noise ceiling" in browser.find_element(By.ID, "coarseness").text
-        assert browser.find_element(By.ID, "runs-table").find_elements(By.TAG_NAME, "a"), "links into the MLflow UI"
-        shot = tmp_path / "dashboard.png"
-        browser.save_screenshot(str(shot))
-        assert shot.stat().st_size > 10_000
-        keep = os.environ.get("VISREPS_TEST_ARTIFACTS")
-        if keep:
-            Path(keep).mkdir(parents=True, exist_ok=True)
-            shutil.copy(shot, Path(keep) / "dashboard.png")
-    finally:
-        browser.quit()
-        server.terminate()
-        server.wait(timeout=20)
-
-
-def _open(browser, url: str, server: subprocess.Popen, timeout_s: float = 60.0) -> None:
-    from selenium.common.exceptions import WebDriverException
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert server.poll() is None, server.stdout.read()
-        with contextlib.suppress(WebDriverException):  # the server is not listening yet
-            browser.get(url)
-            if "visreps" in browser.title:
-                return
-        time.sleep(0.5)
-    raise AssertionError(f"the dashboard did not answer at {url}")
+    subjects = _graphs(dashboard.draw_view(results, "subjects", compare_run, "raw", ["pca_pixels"])[0])["subjects"]
+    assert {trace.name for trace in subjects.data} >= {"sub-01 pca_pixels", "sub-02 pca_pixels", "sub-01 reference"}
+    selection = _graphs(dashboard.draw_view(results, "selection", compare_run, "raw", ["pca_pixels"])[0])["selection"]
+    assert "pca_pixels K=2 custom_cnn_small" in {trace.name for trace in selection.data}
+    controls = _graphs(dashboard.draw_view(results, "controls", compare_run, "raw", ["pca_pixels"])[0])
+    assert set(controls) == {"reconstruction", "dimensionality"}
+    graphs, message = dashboard.draw_view(results, "training", compare_run, "raw", ["pca_pixels"])
+    assert graphs == [] and "no visreps training run" in message, "model files have no training run"
+    table, _ = dashboard.draw_view(results, "runs", compare_run, "raw", ["pca_pixels"])
+    links = [cell.children for row in table[0].children[1].children for cell in row.children
+             if getattr(cell.children, "href", None)]
+    assert len(links) == 3, "every evaluation links into the MLflow UI (model files: no training run to link)"
+    assert all("/#/experiments/" in link.href and link.href.split("/runs/")[1].startswith(link.children) for link in links)
+    assert dashboard.draw_view(results, "coarseness", None, "raw", [])[1] == dashboard.EMPTY
+    assert dashboard.draw_view(results, "sweeps", compare_run, "raw", [], sweep_id=None)[1] == dashboard.NO_SWEEPS

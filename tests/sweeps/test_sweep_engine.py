@@ -9,9 +9,10 @@ import optuna
 import pytest
 
 from visreps.config import load_config
+from visreps.figures import importance_figure, sweep_history_figure
 from visreps.paths import project_root
 from visreps.sweeps.config import SweepConfig
-from visreps.sweeps.study import best_trials, create_study, run_worker, study_figures, trials_table
+from visreps.sweeps.study import best_trials, create_study, param_importances, run_worker, trials_table
 
 
 def _config(tmp_path: Path, *overrides: str) -> tuple[SweepConfig, str]:
@@ -58,5 +59,9 @@ def test_multi_objective_study_has_a_pareto_front_table_and_figures(tmp_path: Pa
     table = trials_table(study, config)
     assert list(table.state) == ["COMPLETE"] * 4 and {"heldout_accuracy", "selection_rsa.demo"} <= set(table)
     assert table.set_index("label_source").loc["fine", "selection_rsa.demo"] == pytest.approx(0.2)
-    figures = study_figures(study, config)
-    assert {"history_heldout_accuracy", "history_selection_rsa.demo", "importances_heldout_accuracy"} <= set(figures)
+    importances = param_importances(study, config)
+    assert set(importances.objective) == {"heldout_accuracy", "selection_rsa.demo"}
+    assert importances.groupby("objective").importance.sum().to_numpy() == pytest.approx([1.0, 1.0])
+    history = sweep_history_figure(table, "selection_rsa.demo", "minimize")
+    assert list(history.data[1].y) == [0.1, 0.1, 0.1, 0.05], "best so far of a minimised objective, in trial order"
+    assert len(importance_figure(importances).data) == 2

@@ -106,6 +106,7 @@ def test_two_workers_finish_the_grid_once_and_a_killed_trial_is_retried(mlflow_s
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
     table = pd.read_csv(client.download_artifacts(parent[0].info.run_id, "trials.csv", str(tmp_path)))
     assert (table.state == "COMPLETE").sum() == 4 and "selection_rsa.demo" in table
+    _check_dashboard_sweep_view(mlflow_server, parent[0].info.run_id, table)
 
     before = {r.info.run_id for r in client.search_runs([experiment.experiment_id], "", max_results=1000)}
     rerun = subprocess.run([sys.executable, "-m", "visreps.cli", "sweep", "--config", str(path)], env=env,
@@ -113,6 +114,25 @@ def test_two_workers_finish_the_grid_once_and_a_killed_trial_is_retried(mlflow_s
     assert rerun.returncode == 0 and f"sweep: run {parent[0].info.run_id}" in rerun.stdout, rerun.stdout + rerun.stderr
     after = {r.info.run_id for r in client.search_runs([experiment.experiment_id], "", max_results=1000)}
     assert after == before, "a rerun of the finished grid re-uses every run"
+
+
+def _check_dashboard_sweep_view(server: str, sweep_run: str, trials: pd.DataFrame) -> None:
+    """The dashboard's sweep view of this study: the history holds every complete trial's value."""
+    sys.path.insert(0, str(project_root() / "dashboards"))
+    import app as dashboard
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv("MLFLOW_TRACKING_URI", server)
+    try:
+        results = dashboard.Results()
+        results.refresh()
+        assert sweep_run in set(results.sweeps.run_id)
+        graphs, _ = dashboard.draw_view(results, "sweeps", None, "raw", [], sweep_id=sweep_run)
+    finally:
+        patch.undo()
+    history = {graph.id: graph.figure for graph in graphs}["history-0"]
+    objective = history.layout.yaxis.title.text
+    assert sorted(history.data[0].y) == pytest.approx(sorted(trials[trials.state == "COMPLETE"][objective].dropna()))
 
 
 def _kill_a_worker_mid_training(client: MlflowClient, launcher: subprocess.Popen, timeout_s: float = 240.0) -> int:

@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import importlib
+import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +28,22 @@ DATASET_CLASSES: dict[str, str] = {
 }
 
 
+def dataset_name(name: str, known: Iterable[str] = DATASET_CLASSES) -> str:
+    """The canonical spelling (one of ``known``) of a dataset name written in any case, with hyphens, spaces or
+    underscores (``NSD-synthetic`` -> ``nsd_synthetic``); DatasetError listing the known names otherwise."""
+    names = {re.sub(r"[-_\s]+", "_", key.strip().lower()): key for key in known}
+    canonical = names.get(re.sub(r"[-_\s]+", "_", str(name).strip().lower()))
+    if canonical is None:
+        raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(names.values()))}")
+    return canonical
+
+
 def open_dataset(name: str, root: str | Path, **options: Any) -> Dataset:
-    """Open dataset ``name`` (a key of DATASET_CLASSES) stored under ``root``."""
-    if name not in DATASET_CLASSES:
-        raise DatasetError(
-            f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASET_CLASSES))}"
-        )
+    """Open dataset ``name`` (a key of DATASET_CLASSES, in any spelling ``dataset_name`` accepts) under ``root``."""
+    name = dataset_name(name)
     module_name, class_name = DATASET_CLASSES[name].split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(root, **options)
 
 
-__all__ = ["DATASET_CLASSES", "Dataset", "DatasetError", "Responses", "open_dataset"]
+__all__ = ["DATASET_CLASSES", "Dataset", "DatasetError", "Responses", "dataset_name", "open_dataset"]

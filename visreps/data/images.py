@@ -91,6 +91,37 @@ def load_rgb(path: str | Path) -> Image.Image:
         raise DatasetError(f"image file {path} is corrupt or not an image ({error}); remove or replace it") from None
 
 
+#: what a complete file of each format ends with (JPEG's end-of-image marker, PNG's IEND chunk), within its last KiBs
+_END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}
+
+
+def image_file_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a whole image (missing, not an image, truncated), from its header and its last 4 KiB
+    without decoding it; None when it looks whole."""
+    try:
+        with Image.open(path) as image:
+            marker = _END_MARKERS.get(image.format or "")
+    except FileNotFoundError:
+        return "does not exist"
+    except (UnidentifiedImageError, OSError) as error:
+        return f"is corrupt or not an image ({error})"
+    if marker is not None:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - 4096))
+            if marker not in handle.read():
+                return "is truncated (its end marker is missing)"
+    return None
+
+
+def check_image_files(paths: list[Path], what: str) -> None:
+    """DatasetError naming the first of ``paths`` that is not a whole image (``image_file_problem``) and the fix."""
+    bad = [(path, problem) for path in paths if (problem := image_file_problem(path)) is not None]
+    if bad:
+        path, problem = bad[0]
+        raise DatasetError(f"{what}: {len(bad)} of {len(paths)} image files are incomplete or corrupt; the first, "
+                           f"{path}, {problem}: copy or download those files again (or replace them)")
+
+
 def resize_size(image_size: int) -> int:
     """Shorter-edge size before the centre crop: 256 for 224, proportionally for other sizes."""
     return int(round(image_size * 256 / 224))

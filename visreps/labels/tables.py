@@ -78,31 +78,33 @@ def validate_label_table(
     *,
     num_classes: int | None = None,
     allow_missing: bool = False,
+    name: str = "label table",
 ) -> np.ndarray:
     """Check ``table`` against ``collection`` and return its labels in collection order ((N,) int64).
 
     Raises LabelError when: a column image/label is missing; an image key is repeated; a key is not an
     image of the collection; a label is not an integer in 0..num_classes−1 (or negative); or a collection
     image has no label (unless ``allow_missing``, where such images get −1, e.g. corrupt files left out).
+    ``name`` starts every message (``label table <file>``).
     """
     missing_columns = [column for column in ("image", "label") if column not in table.columns]
     if missing_columns:
-        raise LabelError(f"label table lacks column(s) {missing_columns}; expected columns image,label[,split]")
+        raise LabelError(f"{name} lacks column(s) {missing_columns}; expected columns image,label[,split]")
     keys = table["image"].astype(str).tolist()
-    _raise_on_duplicates(keys, "label table")
+    _raise_on_duplicates(keys, name)
     labels = pd.to_numeric(table["label"], errors="coerce").to_numpy()
     if np.isnan(labels.astype(np.float64)).any() or not np.array_equal(labels, np.round(labels)):
-        raise LabelError("label table column 'label' holds non-integer values; labels must be integers 0..K-1")
+        raise LabelError(f"{name}: column 'label' holds non-integer values; labels must be integers 0..K-1")
     labels = labels.astype(np.int64)
     if labels.size and labels.min() < 0:
-        raise LabelError(f"label table holds negative label {labels.min()}; labels must be 0..K-1")
+        raise LabelError(f"{name} holds negative label {labels.min()}; labels must be 0..K-1")
     if num_classes is not None and labels.size and labels.max() >= num_classes:
-        raise LabelError(f"label table holds label {labels.max()} but K={num_classes}; labels must be 0..{num_classes - 1}")
+        raise LabelError(f"{name} holds label {labels.max()} but K={num_classes}; labels must be 0..{num_classes - 1}")
     position = collection.index_of()
     unknown = [key for key in keys if key not in position]
     if unknown:
         raise LabelError(
-            f"label table names {len(unknown)} image(s) that are not in the dataset at {collection.root} "
+            f"{name} names {len(unknown)} image(s) that are not in the dataset at {collection.root} "
             f"(e.g. {', '.join(unknown[:3])}); the table was made for another dataset root or version"
         )
     aligned = np.full(len(collection), -1, dtype=np.int64)

@@ -24,13 +24,17 @@ from pydantic import Field
 from visreps.config import StageConfig, runtime_field
 from visreps.stages.common import add_config_arguments, stage_config
 from visreps.stages.compare_controls import ControlsConfig, run_controls
+from visreps.stages.compare_tables import LOGGED_TABLES, study_tables
 from visreps.stages.compare_statistics import (
     MEASURES, REFERENCE, UNTRAINED, ComparisonError, Evaluation, compare_conditions, smallest_k_not_below,
 )
 
 STAGE = "compare"
-STAGE_VERSION = 2  # 2: controls (reconstruction, stimulus subsets, ranking reliability), dimensionality, exports
+STAGE_VERSION = 3  # 2: controls (reconstruction, stimulus subsets, ranking reliability), dimensionality, exports;
+#                    3: per-subject scores, selection curves, training histories, evaluations' provenance
 EVALUATE_STAGE = "evaluate"
+#: the tables ``figure_set`` draws from
+FIGURE_TABLES = ("comparison", "reconstruction", "dimensionality", "subjects", "selection", "training")
 
 
 class CompareConfig(StageConfig):
@@ -128,41 +132,33 @@ def load_evaluations(runs: list, config: CompareConfig) -> list[Evaluation]:
     return evaluations
 
 
-def dimensionality_table(evaluations: list[Evaluation]) -> pd.DataFrame:
-    """Per evaluation and point: effective dimensionality (evaluate's ``effective_dimensionality.csv``) with the
-    condition, how many (subject, region) pairs selected the point and whether it is the most often selected."""
-    from visreps.stages.evaluate_tracking import DIMENSIONALITY_TABLE
-    from visreps.tracking import TrackingError, download_artifacts
-
-    tables = []
-    for evaluation in evaluations:
-        try:
-            table = pd.read_csv(download_artifacts(evaluation.run_id, DIMENSIONALITY_TABLE))
-        except (TrackingError, OSError):
-            continue  # test-only datasets (their points come from the NSD evaluation) log none
-        selected = evaluation.pairs.selected_point.value_counts()
-        table["n_selected"] = table.point.map(selected).fillna(0).astype(int)
-        table["most_selected"] = table.point == selected.idxmax()
-        info = {key: evaluation.info.get(key) for key in ("role", "label_source", "K", "architecture")}
-        tables.append(table.assign(condition=evaluation.condition, seed=evaluation.seed, run_id=evaluation.run_id, **info))
-    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-
-
 def figure_set(tables: dict[str, pd.DataFrame], title: str) -> dict[str, object]:
-    """A compare run's figures by file stem (coarseness and reconstruction per measure, dimensionality) from its
-    tables (``comparison`` and, when not empty, ``reconstruction`` and ``dimensionality``)."""
-    from visreps.figures import coarseness_figure, dimensionality_figure, reconstruction_figure
+    """A compare run's figures by file stem from its tables (``FIGURE_TABLES``; all but ``comparison`` may be
+    empty or missing): coarseness, reconstruction and per-subject per measure; dimensionality, layer selection and
+    training curves."""
+    from visreps import figures as draw
 
     table, figures = tables["comparison"], {}
+
+    def has(name: str, measure: str | None = None) -> bool:
+        found = tables.get(name)
+        return found is not None and len(found) > 0 and (measure is None or (found.measure == measure).any())
+
     for measure in MEASURES:
         if (table.measure == measure).any():
-            figures[f"coarseness_{measure}"] = coarseness_figure(table, measure, f"{title}: alignment vs K ({measure})")
-        rebuilt = tables.get("reconstruction")
-        if rebuilt is not None and len(rebuilt) and (rebuilt.measure == measure).any():
-            figures[f"reconstruction_{measure}"] = reconstruction_figure(
-                rebuilt, table, measure, f"{title}: PCA-reconstruction control ({measure})")
-    if len(tables.get("dimensionality", ())):
-        figures["dimensionality"] = dimensionality_figure(tables["dimensionality"], f"{title}: effective dimensionality vs K")
+            figures[f"coarseness_{measure}"] = draw.coarseness_figure(table, measure, f"{title}: alignment vs K ({measure})")
+        if has("reconstruction", measure):
+            figures[f"reconstruction_{measure}"] = draw.reconstruction_figure(
+                tables["reconstruction"], table, measure, f"{title}: PCA-reconstruction control ({measure})")
+        if has("subjects", measure):
+            figures[f"subjects_{measure}"] = draw.subject_figure(tables["subjects"], measure,
+                                                                 f"{title}: alignment vs K per subject ({measure})")
+    if has("dimensionality"):
+        figures["dimensionality"] = draw.dimensionality_figure(tables["dimensionality"], f"{title}: effective dimensionality vs K")
+    if has("selection"):
+        figures["selection"] = draw.selection_figure(tables["selection"], f"{title}: layer selection (★ selected most often)")
+    if has("training"):
+        figures["training"] = draw.training_figure(tables["training"], f"{title}: training curves")
     return figures
 
 
@@ -185,16 +181,15 @@ def run_compare_stage(config: CompareConfig, parent_run_id: str | None = None) -
     table = compare_conditions(evaluations, **statistics)
     dataset, analysis = runs[0].tags.get("visreps.dataset"), runs[0].tags.get("visreps.analysis")
     tables = {"comparison": table, "answer": smallest_k_not_below(table),
-              "dimensionality": dimensionality_table(evaluations),
+              **study_tables(evaluations, {run.run_id: run.tags for run in runs}),
               **run_controls(evaluations, table, analysis, config.controls, statistics)}
     tags = {"visreps.dataset": dataset, "visreps.analysis": analysis, "visreps.n_evaluations": len(runs),
             "visreps.resampling": str(table.resampling.iloc[0])}
     with stage_run(STAGE, config, STAGE_VERSION, tags=tags, run_name=f"compare-{dataset}-{analysis}",
                    parent_run_id=parent_run_id, inputs=inputs) as run:
         for name, logged in tables.items():
-            for suffix in ("parquet", "csv") if name in ("comparison", "reconstruction") else ("csv",):
-                if len(logged):
-                    run.log_table(logged, f"{name}.{suffix}")
+            for artifact in LOGGED_TABLES[name] if len(logged) else ():
+                run.log_table(logged, artifact)
         run.log_text("\n".join(r.run_id for r in runs), "evaluation_runs.txt")
         with tempfile.TemporaryDirectory() as folder:
             note = export_figures(figure_set(tables, f"{dataset} {analysis}"), folder, config.figure_formats,

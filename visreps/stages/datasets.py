@@ -1,7 +1,8 @@
 """`visreps datasets check <name> --root PATH`: verify a dataset download and say what is there.
 
 Exit status 0 when the dataset opens and every file checks out, 1 when a file is missing or malformed (the
-message names it, relative to the root), 2 for a usage error (unknown dataset or option). ``--json`` prints
+message names it, relative to the root), 2 for a usage error (unknown dataset or option), 141 when the output is
+piped into a reader that stops early (``| head``; nothing more is printed). ``--json`` prints
 one JSON object; ``--deep`` also preprocesses every subject and region (filling the cache) for exact counts.
 For NSD the report names the sessions used per subject; a gap in a subject's sessions fails the check (the
 message names the missing files), fewer sessions than published is a warning line.
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from visreps.data import DATASET_CLASSES, DatasetError, open_dataset
+from visreps.data import DATASET_CLASSES, DatasetError, dataset_name, open_dataset
 from visreps.paths import PathError
 
 
@@ -32,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description="Open a dataset where it lies, check every required file, and print its subjects, "
                     "regions, unit counts and stimuli (or name the first missing/malformed file).",
     )
-    check.add_argument("name", help=f"dataset name: {', '.join(sorted(DATASET_CLASSES))}")
+    check.add_argument("name", help=f"dataset name: {', '.join(sorted(DATASET_CLASSES))} (any case; - or _)")
     check.add_argument("--root", required=True, help="folder of the dataset as downloaded")
     check.add_argument("--json", action="store_true", help="print a machine-readable JSON summary")
     check.add_argument("--deep", action="store_true",
@@ -126,14 +127,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     report: dict[str, Any] = {"dataset": args.name, "root": str(args.root)}
     try:
-        if args.name not in DATASET_CLASSES:
-            raise ValueError(f"unknown dataset {args.name!r}; known datasets: {', '.join(sorted(DATASET_CLASSES))}")
+        args.name = dataset_name(args.name)
         options = parse_options(args.option)
         known = _option_names(args.name)
         unknown = [key for key in options if key not in known]
         if unknown:
             raise ValueError(f"unknown option {unknown[0]!r} for {args.name}; its options are: {', '.join(known)}")
-    except (ValueError, ImportError) as error:
+    except (ValueError, ImportError) as error:  # DatasetError is a ValueError: an unknown name is a usage error
         return _fail(args, report, str(error), status=2)
     try:
         summary = summarise(args.name, args.root, options, bool(getattr(args, "deep", False)))

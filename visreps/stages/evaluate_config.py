@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from visreps.alignment.projection import DEFAULT_COMPONENTS
 from visreps.config import StageConfig, runtime_field
+from visreps.data import DATASET_CLASSES, dataset_name
 
 ANALYSES = ("rsa", "encoding")
+#: the demo's own folders, besides the dataset readers (visreps.data.DATASET_CLASSES)
+DEMO_DATASETS = ("demo", "demo_behaviour")
 
 
 class EvaluateConfig(StageConfig):
@@ -50,6 +53,12 @@ class EvaluateConfig(StageConfig):
     cache_dir: str = runtime_field("",
                            description="feature cache folder (default <VISREPS_HOME>/cache/activations)")
     force: bool = runtime_field(False, description="evaluate again, replacing the result")
+
+    @field_validator("dataset")
+    @classmethod
+    def _canonical_dataset(cls, value: str) -> str:
+        """Any spelling of a known dataset (``nsd-synthetic``, ``demo-behaviour``) as its canonical name."""
+        return dataset_name(value, known=(*DEMO_DATASETS, *DATASET_CLASSES))
 
     @property
     def analyses(self) -> list[str]:

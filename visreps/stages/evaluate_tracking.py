@@ -19,6 +19,8 @@ DIMENSIONALITY_TABLE = "effective_dimensionality.csv"
 BOOTSTRAP_TABLE = "bootstrap.parquet"
 PAIRS_TABLE = "pairs.csv"
 TEST_STIMULI_TABLE = "test_stimuli.csv"
+PAIR_SELECTION_TABLE = "selection.csv"
+SELECTION_TABLE = "selection.parquet"
 #: metrics aggregated over subjects in the parent run
 AGGREGATED = ("score", "score_normalised", "noise_ceiling")
 
@@ -37,7 +39,7 @@ def log_pair(run: StageRun, result: PairResult) -> None:
     run.log_metrics(result.metrics)
     run.log_metric_steps("selection_curve", {index: result.selection.scores[point] for index, point in
                                              enumerate(result.points) if point in result.selection.scores})
-    run.log_table(result.selection_table(), "selection.csv")
+    run.log_table(result.selection_table(), PAIR_SELECTION_TABLE)
     run.log_table(pd.DataFrame(result.tidy_rows()), RESULTS_TABLE)
     run.log_table(pd.DataFrame({"stimulus": result.test_ids}), TEST_STIMULI_TABLE)
     run.log_text(json.dumps(result.result.to_dict(), indent=2, default=float), "result.json")
@@ -102,10 +104,14 @@ def stimuli_fingerprint(stimuli: list[str]) -> str:
 
 def log_parent_resamples(run: StageRun, children: list[tuple[str, str, str, str]], settings: dict[str, Any]) -> None:
     """From the finished child runs (subject, region, run id, selected point): ``pairs.csv`` (per pair its child run, selected
-    point, test stimuli count and fingerprint, and the resampling ``settings``) and ``bootstrap.parquet`` (subject,
-    region, iteration, score: every pair's resampled scores), so that comparisons read one run per evaluation."""
-    pairs, resamples = [], []
+    point, test stimuli count and fingerprint, and the resampling ``settings``), ``bootstrap.parquet`` (subject,
+    region, iteration, score: every pair's resampled scores) and ``selection.parquet`` (subject, region, point,
+    point_index, selection_score, selected: every pair's layer-selection curve), so that comparisons and the dashboard
+    read one run per evaluation."""
+    pairs, resamples, selections = [], [], []
     for subject, region, run_id, point in children:
+        selection = pd.read_csv(download_artifacts(run_id, PAIR_SELECTION_TABLE))
+        selections.append(selection.assign(subject=subject, region=region))
         stimuli = pd.read_csv(download_artifacts(run_id, TEST_STIMULI_TABLE), dtype=str)["stimulus"].tolist()
         pairs.append({"subject": subject, "region": region, "child_run_id": run_id,
                       "selected_point": point, "n_test_stimuli": len(stimuli),
@@ -114,5 +120,7 @@ def log_parent_resamples(run: StageRun, children: list[tuple[str, str, str, str]
             boot = pd.read_parquet(download_artifacts(run_id, BOOTSTRAP_TABLE))
             resamples.append(boot.assign(subject=subject, region=region)[["subject", "region", "iteration", "score"]])
     run.log_table(pd.DataFrame(pairs), PAIRS_TABLE)
+    run.log_table(pd.concat(selections, ignore_index=True)[["subject", "region", "point", "point_index", "selection_score",
+                                                            "selected"]], SELECTION_TABLE)
     if resamples:
         run.log_table(pd.concat(resamples, ignore_index=True), BOOTSTRAP_TABLE)

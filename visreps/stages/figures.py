@@ -13,7 +13,6 @@ command says why). Reads the tracking store only; logs nothing.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -65,16 +64,13 @@ def compare_runs(config: FiguresConfig) -> list:
 
 
 def run_tables(run_id: str) -> dict[str, pd.DataFrame]:
-    """The tables a compare run logged (comparison always; reconstruction and dimensionality when present)."""
-    from visreps.tracking import TrackingError, download_artifacts
+    """The tables a compare run logged that its figures are drawn from (empty frames for those it has none of)."""
+    from visreps.stages.compare import FIGURE_TABLES
+    from visreps.stages.compare_tables import compare_run_table
 
-    tables = {"comparison": pd.read_parquet(download_artifacts(run_id, "comparison.parquet"))}
-    for name, artifact, read in (("reconstruction", "reconstruction.parquet", pd.read_parquet),
-                                 ("dimensionality", "dimensionality.csv", pd.read_csv)):
-        try:
-            tables[name] = read(download_artifacts(run_id, artifact))
-        except (TrackingError, OSError):
-            tables[name] = pd.DataFrame()
+    tables = {name: compare_run_table(run_id, name) for name in FIGURE_TABLES}
+    if tables["comparison"].empty:
+        raise FiguresError(f"compare run {run_id} has no comparison table; run `visreps compare ... force=true` again")
     return tables
 
 

@@ -252,14 +252,13 @@ def run_pipeline(config: PipelineConfig) -> str:
         _log_summary(run, rows, time.monotonic() - started)
         if evaluations:
             _log_evaluations(run, evaluations)
-        if evaluations and "compare" in config.steps:
-            _compare(config, run, evaluations)
+        compared = _compare(config, run, evaluations) if evaluations and "compare" in config.steps else {}
         if "sweep" in config.steps:
             _sweep(config, run, jobs[0].config)
     print(f"pipeline: run {run.run_id}: {len(rows)} stage runs in {time.monotonic() - started:.0f} s")
-    if evaluations and "compare" in config.steps:
+    if compared:
         print("pipeline: see the results in the dashboard: `visreps dashboard` (add --tracking-uri URI for a server), "
-              "then open http://127.0.0.1:8050/")
+              "then open " + ", ".join(f"http://127.0.0.1:8050/?run={i} ({name})" for name, i in compared.items()))
     return run.run_id
 
 
@@ -308,8 +307,9 @@ def _evaluation_rows(job: Job, parents: dict[str, str]) -> list[dict[str, Any]]:
     return rows
 
 
-def _compare(config: PipelineConfig, run, evaluations: list[dict[str, Any]]) -> None:
-    """One compare run per (dataset, analysis) over the pipeline's evaluations; prints each answer table."""
+def _compare(config: PipelineConfig, run, evaluations: list[dict[str, Any]]) -> dict[str, str]:
+    """One compare run per (dataset, analysis) over the pipeline's evaluations; prints each answer table and
+    returns "dataset analysis" -> compare run id."""
     from visreps.stages.compare import CompareConfig, answer_text, run_compare_stage
 
     groups: dict[tuple[str, str], list[str]] = {}
@@ -317,13 +317,16 @@ def _compare(config: PipelineConfig, run, evaluations: list[dict[str, Any]]) -> 
         ids = groups.setdefault((row["dataset"], row["analysis"]), [])
         if row["run_id"] not in ids:
             ids.append(row["run_id"])
+    compared = {}
     for (dataset, analysis), run_ids in groups.items():
         compare = child_config(CompareConfig, "compare", config.compare, [f"experiment={config.experiment}"], "compare")
         compare = compare.model_copy(update={"run_ids": run_ids})
         compare_id = run_compare_stage(compare, parent_run_id=run.run_id)
         run.set_tags({f"visreps.compare.{dataset}.{analysis}": compare_id})
         print(answer_text(compare_id))
-        print(f"  figures: run {compare_id}, artifacts figures/ (coarseness, reconstruction, dimensionality)")
+        print(f"  figures: run {compare_id}, artifacts figures/ (coarseness, reconstruction, dimensionality, ...)")
+        compared[f"{dataset} {analysis}"] = compare_id
+    return compared
 
 
 def _log_evaluations(run, evaluations: list[dict[str, Any]]) -> None:

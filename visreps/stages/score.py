@@ -48,7 +48,8 @@ class NpzLayers(Mapping):
             self._file = np.load(path, allow_pickle=False)
             self.shapes = {name: self._flat(self._header_shape(name)) for name in self._file.files}
         except (OSError, ValueError, zipfile.BadZipFile) as error:
-            raise ScoreInputError(f"{flag} {path}: not a readable .npz file ({error})") from error
+            raise ScoreInputError(f"{flag} {path}: not a readable .npz file ({error}); it may be truncated: "
+                                  "write it again with np.savez(path, layer=array, ...)") from None
         if not self.shapes:
             raise ScoreInputError(f"{flag} {path}: the .npz file holds no arrays (one per layer expected)")
 
@@ -96,11 +97,17 @@ def _load_npy(path: Path | None, flag: str, ndim: int) -> np.ndarray | None:
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as error:
-        raise ScoreInputError(f"{flag} {path}: not a readable .npy file ({error})") from error
+        raise ScoreInputError(f"{flag} {path}: not a readable .npy file ({error}); it may be truncated: "
+                              "write it again with np.save") from None
     if array.ndim != ndim or not np.issubdtype(array.dtype, np.number):
         expected = "stimuli × units" if ndim == 2 else "stimuli × repetitions × units"
         raise ScoreInputError(f"{flag} {path}: expected a numeric {expected} array, got {array.dtype} {array.shape}")
-    return np.asarray(array, dtype=np.float32 if array.dtype != np.float64 else np.float64)
+    array = np.asarray(array, dtype=np.float32 if array.dtype != np.float64 else np.float64)
+    if ndim == 2 and not np.isfinite(array).all():  # repetitions may hold NaN where a stimulus was shown fewer times
+        stimulus, unit = (int(i) for i in np.argwhere(~np.isfinite(array))[0])
+        raise ScoreInputError(f"{flag} {path}: NaN or inf at stimulus {stimulus}, unit {unit} (of {array.shape}); "
+                              "remove or impute those units/stimuli before scoring")
+    return array
 
 
 class ScoreConfig(ConfigModel):

@@ -29,13 +29,14 @@ from typing import Any
 
 import pandas as pd
 
-from visreps.config import ConfigModel, load_config, to_yaml
+from visreps.config import ConfigModel, to_yaml
 from visreps.stages.common import add_config_arguments, stage_config
 from visreps.stages.pipeline import child_config
 from visreps.sweeps.config import FINE, UNTRAINED, SweepConfig, SweepError
 
 STAGE, TRIAL_STAGE = "sweep", "sweep.trial"
-STAGE_VERSION = 1
+STAGE_VERSION = 2  # 2: objectives.csv, importances.csv; figures drawn from the tables
+TRIAL_STAGE_VERSION = 1
 CONFIG_CLASS = SweepConfig
 
 
@@ -172,7 +173,7 @@ def trial_objective(config: SweepConfig, parent_run_id: str | None):
         source = str(params.get("label_source", FINE))
         tags = {"visreps.study": config.study_name, "visreps.trial_number": number,
                 **{f"visreps.param.{name}": value for name, value in params.items()}}
-        with stage_run(TRIAL_STAGE, TrialIdentity(study_name=config.study_name, params=params), STAGE_VERSION,
+        with stage_run(TRIAL_STAGE, TrialIdentity(study_name=config.study_name, params=params), TRIAL_STAGE_VERSION,
                        tags=tags, experiment=config.experiment, run_name=f"trial-{number}",
                        parent_run_id=parent_run_id, resume=True) as run:
             table, links = "fine", {}
@@ -321,18 +322,26 @@ def run_sweep_stage(config: SweepConfig, parent_run_id: str | None = None) -> st
 
 
 def _summarise(run, study, config: SweepConfig) -> None:
-    """Trials table, best trials and the study's figures into the parent run."""
-    from visreps.figures import export_figures
-    from visreps.sweeps.study import best_trials, study_figures, trials_table
+    """Trials table, best trials, objectives, parameter importances and their figures into the parent run."""
+    from visreps.figures import export_figures, importance_figure, sweep_history_figure
+    from visreps.sweeps.study import best_trials, param_importances, trials_table
 
     table = trials_table(study, config)
     run.log_table(table, "trials.csv")
     best = [trial.number for trial in best_trials(study)]
     run.log_table(table[table.number.isin(best)], "best_trials.csv")
+    objectives = pd.DataFrame([{"objective": o.key, "direction": o.direction} for o in config.objectives])
+    run.log_table(objectives, "objectives.csv")
+    importances = param_importances(study, config)
     counts = table.state.value_counts().to_dict()
     run.log_metrics({f"trials_{state.lower()}": float(count) for state, count in counts.items()})
+    figures = {f"history_{o.objective}": sweep_history_figure(table, o.objective, o.direction)
+               for o in objectives.itertuples() if ((table.state == "COMPLETE") & table[o.objective].notna()).any()}
+    if len(importances):
+        run.log_table(importances, "importances.csv")
+        figures["importances"] = importance_figure(importances)
     with tempfile.TemporaryDirectory() as folder:
-        export_figures(study_figures(study, config), folder, ["html"])
+        export_figures(figures, folder, ["html"])
         run.log_artifacts(folder, "figures")
     print(f"sweep {config.study_name}: {counts}; best trials {best}")
 

@@ -30,7 +30,8 @@ from visreps.models import load_file, save_model_file
 from visreps.paths import home
 from visreps.stages.common import add_config_arguments, stage_config
 from visreps.tracking import (
-    StageRun, client, download_artifacts, ensure_tracking_available, reusable_run, run_key, stage_run,
+    StageRun, client, download_artifacts, ensure_tracking_available, refuse_if_in_progress, reusable_run, run_key,
+    stage_run,
 )
 from visreps.tracking.registry import (
     EPOCH0_ARTIFACT, MODEL_ARTIFACT, PYTORCH_FLAVOUR_ARTIFACT, ensure_registered, log_model_file,
@@ -319,6 +320,7 @@ def _run_stage(config: TrainConfig, parent_run_id: str | None, context: DistCont
     )
     folder = plan.checkpoint_folder
     if config.force and context.is_main and folder.exists():
+        refuse_if_in_progress(STAGE, config, STAGE_VERSION, plan.inputs)  # never delete a live run's checkpoints
         shutil.rmtree(folder)
     barrier(context)
     if not context.is_main:

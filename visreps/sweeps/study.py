@@ -24,6 +24,7 @@ import optuna
 import pandas as pd
 
 from visreps.sweeps.config import SweepConfig, SweepError
+from visreps.tracking.store import redact  # storage URLs are printed and logged without a password
 from visreps.training.errors import TrainingStopped
 
 #: study user attribute holding the search space and objectives it was created with
@@ -55,15 +56,6 @@ def open_storage(config: SweepConfig, url: str):
     except Exception as error:  # SQLAlchemy/driver errors: unreachable server, bad URL, missing driver
         raise SweepError(f"the sweep storage {redact(url)} cannot be used ({type(error).__name__}: "
                          f"{str(error).splitlines()[0][:300]}); start the database or fix storage=") from None
-
-
-def redact(url: str) -> str:
-    """``url`` without a password (storage URLs are printed and logged)."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}" if ":" in credentials else url
-    return url
 
 
 def _sampler(config: SweepConfig):
@@ -261,22 +253,17 @@ def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.best_trials if len(study.directions) > 1 else [study.best_trial]
 
 
-def study_figures(study: optuna.Study, config: SweepConfig) -> dict[str, Any]:
-    """Optimisation history per objective and parameter importances (with ≥ 2 complete trials and ≥ 1 varying
-    parameter), as Plotly figures by file stem."""
-    from optuna.visualization import plot_optimization_history, plot_param_importances
-
+def param_importances(study: optuna.Study, config: SweepConfig) -> pd.DataFrame:
+    """Per objective and varying parameter its fANOVA importance (shares summing to 1 per objective; seeded by
+    ``config.sampler.seed``): columns objective, parameter, importance. Empty with < 2 complete trials or no
+    parameter that varies between them."""
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
-    figures: dict[str, Any] = {}
-    if not complete:
-        return figures
     varying = [name for name in config.search_space if len({str(t.params.get(name)) for t in complete}) > 1]
-    for index, objective in enumerate(config.objectives):
+    rows = []
+    for index, objective in enumerate(config.objectives if len(complete) >= 2 and varying else []):
         target = (lambda t, i=index: t.values[i]) if len(config.objectives) > 1 else None
-        figures[f"history_{objective.key}"] = plot_optimization_history(
-            study, target=target, target_name=objective.key)
-        if len(complete) >= 2 and varying:
-            figures[f"importances_{objective.key}"] = plot_param_importances(  # fANOVA: direction-agnostic, seeded
-                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=config.sampler.seed), target=target,
-                target_name=objective.key, params=varying)
-    return figures
+        shares = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=config.sampler.seed), target=target,
+            params=varying)
+        rows += [{"objective": objective.key, "parameter": name, "importance": float(share)} for name, share in shares.items()]
+    return pd.DataFrame(rows, columns=["objective", "parameter", "importance"])

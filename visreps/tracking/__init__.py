@@ -4,24 +4,27 @@
 ``resolve_model(spec)``: any model spec (those two, ``timm:<name>``, ``torchvision:<name>``) -> ``ResolvedModel``.
 """
 
+from visreps.tracking.finished import (
+    FinishedRun,
+    complete_runs,
+    find_finished_run,
+    finished_run,
+    newest_complete_run,
+    reusable_run,
+    stage_runs,
+    supersede_finished,
+)
 from visreps.tracking.identity import run_key
 from visreps.tracking.registry import load_model
 from visreps.tracking.resolve import ResolvedModel, resolve_model
 from visreps.tracking.runs import (
     COMPLETE_TAG,
-    FinishedRun,
     StageRun,
     client,
-    complete_runs,
     download_artifacts,
     experiment_id,
-    find_finished_run,
-    finished_run,
-    newest_complete_run,
-    reusable_run,
+    refuse_if_in_progress,
     stage_run,
-    stage_runs,
-    supersede_finished,
 )
 from visreps.tracking.store import (
     RunInProgress,
@@ -53,6 +56,7 @@ __all__ = [
     "is_embedded",
     "load_model",
     "resolve_model",
+    "refuse_if_in_progress",
     "reusable_run",
     "run_key",
     "stage_run",

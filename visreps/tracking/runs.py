@@ -1,10 +1,12 @@
-"""Stage runs: start one (or continue the run `mlflow run` created), log to it, find an identical finished one.
+"""Stage runs: start one (or continue the run `mlflow run` created), log to it, download its artifacts (finding an
+identical finished run: ``visreps.tracking.finished``).
 
 Every stage run carries the tags ``visreps.stage``, ``visreps.stage_version``, ``visreps.config_hash``, the
 identity tags of ``visreps.tracking.identity`` (``visreps.config_key``, ``visreps.run_key`` = configuration +
 input fingerprints, ``visreps.input.<name>``, owner and heartbeat), ``visreps.git_commit``; the resolved
 configuration whole as ``config.yaml`` and flattened as params; and ``visreps.complete = true`` only once the
-stage has finished all its work, so an interrupted run never looks finished.
+stage has finished all its work, so an interrupted run never looks finished. Every tag, param and text artifact
+passes through ``redact``: a URL's password (a storage or tracking URI with ``user:password@``) is never logged.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping
 
 import mlflow
 from mlflow import MlflowClient
@@ -23,16 +25,15 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from visreps.config import ConfigModel, config_hash, flatten_config, to_yaml
+from visreps.tracking.faults import TrackingServerLost, artifact_error, claim, lost_server_error, server_lost
 from visreps.tracking.identity import (
     PID_TAG,
-    SUPERSEDED_TAG,
     Heartbeat,
     RunIdentity,
     describe_live,
     end_orphans,
     is_live,
     owner_tags,
-    run_key,
     running_runs,
 )
 from visreps.tracking.store import (
@@ -41,7 +42,8 @@ from visreps.tracking.store import (
     ensure_tracking_available,
     experiment_artifact_location,
     git_commit,
-    tracking_uri,
+    redact,
+    redact_data,
 )
 
 COMPLETE_TAG = "visreps.complete"
@@ -63,7 +65,13 @@ def experiment_id(name: str, mlflow_client: MlflowClient | None = None) -> str:
         if existing.lifecycle_stage == "deleted":
             mlflow_client.restore_experiment(existing.experiment_id)
         return existing.experiment_id
-    return mlflow_client.create_experiment(name, artifact_location=experiment_artifact_location(name))
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=experiment_artifact_location(name))
+    except MlflowException:  # another process created it a moment ago (the name is unique in the store)
+        existing = mlflow_client.get_experiment_by_name(name)
+        if existing is None:
+            raise
+        return existing.experiment_id
 
 
 @dataclass
@@ -80,7 +88,7 @@ class StageRun:
         return self.mlflow_client.get_run(self.run_id).info.artifact_uri
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        items = [RunTag(str(k), str(v)) for k, v in tags.items()]
+        items = [RunTag(str(k), redact(str(v))) for k, v in tags.items()]
         for start in range(0, len(items), _PARAM_BATCH):
             self.mlflow_client.log_batch(self.run_id, tags=items[start : start + _PARAM_BATCH])
 
@@ -103,21 +111,43 @@ class StageRun:
         for start in range(0, len(items), _METRIC_BATCH):
             self.mlflow_client.log_batch(self.run_id, metrics=items[start : start + _METRIC_BATCH])
 
+    @contextmanager
+    def _storing(self, artifact: str) -> Iterator[None]:
+        """An artifact that cannot be written (full disk, read-only folder, refused upload) -> one TrackingError
+        naming it and the store; a lost server is left to ``stage_run``."""
+        import requests
+
+        try:
+            yield
+        except (OSError, MlflowException, requests.exceptions.RequestException) as error:
+            if server_lost(error):
+                raise
+            try:
+                destination = self.artifact_uri
+            except Exception:  # the store that holds the run cannot say either
+                destination = "the artifact store"
+            raise artifact_error(artifact, destination, self.run_id, error) from None
+
     def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
-        self.mlflow_client.log_artifact(self.run_id, str(local_path), artifact_path)
+        with self._storing(f"{artifact_path}/{Path(local_path).name}" if artifact_path else Path(local_path).name):
+            self.mlflow_client.log_artifact(self.run_id, str(local_path), artifact_path)
 
     def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
-        self.mlflow_client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+        with self._storing(artifact_path or Path(local_dir).name):
+            self.mlflow_client.log_artifacts(self.run_id, str(local_dir), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.mlflow_client.log_text(self.run_id, text, artifact_file)
+        with self._storing(artifact_file):
+            self.mlflow_client.log_text(self.run_id, redact(text), artifact_file)
 
     def log_dict(self, data: dict[str, Any], artifact_file: str) -> None:
-        self.mlflow_client.log_dict(self.run_id, data, artifact_file)
+        with self._storing(artifact_file):
+            self.mlflow_client.log_dict(self.run_id, redact_data(data), artifact_file)
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         """Log a matplotlib or plotly figure (``.png`` / ``.html`` by the file name)."""
-        self.mlflow_client.log_figure(self.run_id, figure, artifact_file)
+        with self._storing(artifact_file):
+            self.mlflow_client.log_figure(self.run_id, figure, artifact_file)
 
     def log_table(self, table: Any, artifact_file: str) -> None:
         """Log a pandas DataFrame as ``.parquet``, ``.csv`` or ``.json`` (by the file name)."""
@@ -153,7 +183,7 @@ def _now_ms() -> int:
 
 
 def _param_text(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    text = redact(json.dumps(value) if isinstance(value, (list, dict)) else str(value))
     return text if len(text) <= _PARAM_VALUE_LIMIT else text[: _PARAM_VALUE_LIMIT - 3] + "..."
 
 
@@ -166,6 +196,26 @@ def _claim_launcher_run() -> str | None:
 _LAUNCHER_TAG_PREFIXES = ("mlflow.project.", "mlflow.source.", "mlflow.gitRepoURL", "mlflow.user")
 
 
+def _refuse_live(mlflow_client: MlflowClient, identity: RunIdentity) -> list[Any]:
+    """RunInProgress when a live process works on a run of this key; else the orphans of the key (newest first)."""
+    running = running_runs(mlflow_client, identity.key)
+    live = [run for run in running if is_live(run.data.tags)]
+    if live:
+        raise RunInProgress(
+            f"{identity.stage}: run {live[0].info.run_id} with the same configuration and inputs is in progress "
+            f"({describe_live(live[0].data.tags)}); wait for it to finish, or stop that process and launch again")
+    return list(running)
+
+
+def refuse_if_in_progress(stage: str, config: ConfigModel, stage_version: int = 1,
+                          inputs: Mapping[str, str] | None = None) -> None:
+    """RunInProgress when a live process runs this stage run now (check before deleting files it may be using)."""
+    uri = ensure_tracking_available()
+    identity = RunIdentity(stage, config, stage_version, dict(inputs or {}))
+    with claim(uri, identity.key):
+        _refuse_live(MlflowClient(tracking_uri=uri), identity)
+
+
 def _open_run(mlflow_client: MlflowClient, experiment_name: str, identity: RunIdentity, run_name: str | None,
               parent_run_id: str | None, resume: bool) -> tuple[StageRun, list[Any]]:
     """The run to log to, and the orphans of the same run key it takes over (see ``visreps.tracking.identity``).
@@ -174,13 +224,7 @@ def _open_run(mlflow_client: MlflowClient, experiment_name: str, identity: RunId
     orphan; else a new run. A launcher run in another experiment (MLflow's Default) is tagged with the id of the
     run that holds the results. A live run of the same key is an error: the same work must not run twice.
     """
-    running = running_runs(mlflow_client, identity.key)
-    live = [run for run in running if is_live(run.data.tags)]
-    if live:
-        raise RunInProgress(
-            f"{identity.stage}: run {live[0].info.run_id} with the same configuration and inputs is in progress "
-            f"({describe_live(live[0].data.tags)}); wait for it to finish, or stop that process and launch again")
-    orphans = list(running)
+    orphans = _refuse_live(mlflow_client, identity)
     exp_id = experiment_id(experiment_name, mlflow_client)
     launcher = _claim_launcher_run()
     launcher_run = mlflow_client.get_run(launcher) if launcher else None
@@ -222,10 +266,56 @@ def stage_run(
     same key (``StageRun.continued``) instead of ending it as KILLED; ``identifying`` names the inputs that are part
     of the configuration key (see ``reusable_run``). ``visreps.complete`` is set only when the
     body returns without error; a heartbeat thread keeps ``visreps.heartbeat`` fresh while it runs.
+
+    Faults (``visreps.tracking.faults``): the run is opened under a host-wide lock of its run key, so of two
+    processes starting the same work at once the second gets ``RunInProgress``; an artifact that cannot be stored
+    ends the run FAILED with one ``TrackingError``; a server that stops answering for longer than MLflow retries
+    ends the stage with ``TrackingServerLost`` naming the server and the command to rerun (the run stays
+    incomplete; the next launch continues or supersedes it).
     """
-    mlflow_client = client()
+    uri = ensure_tracking_available()
+    mlflow_client = MlflowClient(tracking_uri=uri)
     experiment_name = experiment or getattr(config, "experiment", None) or f"visreps-{stage}"
     identity = RunIdentity(stage, config, stage_version, dict(inputs or {}), identifying)
+    run: StageRun | None = None
+    try:
+        with claim(uri, identity.key):
+            run = _start(mlflow_client, experiment_name, identity, run_name, parent_run_id, resume, tags)
+        run.log_params(flatten_config(config))
+        run.log_text(to_yaml(config), "config.yaml")
+        with Heartbeat(uri, run.run_id):
+            yield run
+        run.set_tags({COMPLETE_TAG: "true"})
+        mlflow_client.set_terminated(run.run_id, "FINISHED")
+    except KeyboardInterrupt:
+        if run is not None:
+            _end_quietly(mlflow_client, run, "KILLED")
+        raise
+    except BaseException as error:
+        if isinstance(error, TrackingServerLost):
+            raise
+        if server_lost(error):
+            raise lost_server_error(uri, stage, run.run_id if run else None) from None
+        if run is not None:
+            _end_quietly(mlflow_client, run, "FAILED", error)
+        raise
+
+
+def _end_quietly(mlflow_client: MlflowClient, run: StageRun, status: str, error: BaseException | None = None) -> None:
+    """End ``run`` as ``status`` (with the error as ``visreps.error``); a store that cannot take it any more leaves
+    the run RUNNING and incomplete, which the next launch recognises as an orphan: the first error is the story."""
+    try:
+        if error is not None:
+            run.set_tags({"visreps.error": f"{error.__class__.__name__}: {error}"[:5000]})
+        mlflow_client.set_terminated(run.run_id, status)
+    except Exception:  # noqa: BLE001 (the error being raised already says what went wrong)
+        return
+
+
+def _start(mlflow_client: MlflowClient, experiment_name: str, identity: RunIdentity, run_name: str | None,
+           parent_run_id: str | None, resume: bool, tags: dict[str, Any] | None) -> StageRun:
+    """Open the run (``_open_run``), end the orphans it takes over, write the stage, identity and owner tags."""
+    stage, config, stage_version = identity.stage, identity.config, identity.stage_version
     run, orphans = _open_run(mlflow_client, experiment_name, identity, run_name, parent_run_id, resume)
     end_orphans(mlflow_client, orphans, run.run_id)
     all_tags = {
@@ -244,156 +334,7 @@ def stage_run(
         previous = mlflow_client.get_run(run.run_id).data.tags.get(PID_TAG, "?")
         all_tags["visreps.continued_after_pid"] = previous
     run.set_tags(all_tags)
-    run.log_params(flatten_config(config))
-    run.log_text(to_yaml(config), "config.yaml")
-    try:
-        with Heartbeat(ensure_tracking_available(), run.run_id):
-            yield run
-    except KeyboardInterrupt:
-        mlflow_client.set_terminated(run.run_id, "KILLED")
-        raise
-    except BaseException as error:
-        run.set_tags({"visreps.error": f"{error.__class__.__name__}: {error}"[:5000]})
-        mlflow_client.set_terminated(run.run_id, "FAILED")
-        raise
-    run.set_tags({COMPLETE_TAG: "true"})
-    mlflow_client.set_terminated(run.run_id, "FINISHED")
-
-
-@dataclass(frozen=True)
-class FinishedRun:
-    """What a reused run offers downstream stages."""
-
-    run_id: str
-    experiment_id: str
-    artifact_uri: str
-    tags: dict[str, str]
-    params: dict[str, str]
-    metrics: dict[str, float]
-
-
-def _newest_complete(mlflow_client: MlflowClient, tag: str, value: str) -> Any | None:
-    experiment_ids = [e.experiment_id for e in mlflow_client.search_experiments()]
-    if not experiment_ids:
-        return None
-    found = mlflow_client.search_runs(
-        experiment_ids,
-        filter_string=f"tags.`{tag}` = '{value}' and tags.`{COMPLETE_TAG}` = 'true' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"], max_results=1,
-    )
-    return found[0] if found else None
-
-
-def newest_complete_run(tags: Mapping[str, str]) -> FinishedRun | None:
-    """The newest complete, FINISHED run (any experiment) carrying every tag of ``tags``, or None."""
-    mlflow_client = client()
-    experiment_ids = [e.experiment_id for e in mlflow_client.search_experiments()]
-    if not experiment_ids:
-        return None
-    conditions = [f"tags.`{key}` = '{value}'" for key, value in tags.items()]
-    found = mlflow_client.search_runs(
-        experiment_ids, filter_string=" and ".join(conditions + [f"tags.`{COMPLETE_TAG}` = 'true'",
-                                                                   "attributes.status = 'FINISHED'"]),
-        order_by=["attributes.start_time DESC"], max_results=1)
-    return _as_finished(found[0]) if found else None
-
-
-def complete_runs(experiment_name: str, tags: Mapping[str, str], max_results: int = 50000) -> list[FinishedRun]:
-    """Every complete, FINISHED run of experiment ``experiment_name`` carrying all ``tags`` (oldest first);
-    TrackingError when the experiment does not exist."""
-    mlflow_client = client()
-    experiment = mlflow_client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        raise TrackingError(f"there is no experiment {experiment_name!r} on {tracking_uri()}; name the experiment "
-                            "the evaluations were logged to")
-    conditions = [f"tags.`{key}` = '{value}'" for key, value in tags.items()]
-    found = mlflow_client.search_runs(
-        [experiment.experiment_id], max_results=max_results, order_by=["attributes.start_time ASC"],
-        filter_string=" and ".join(conditions + [f"tags.`{COMPLETE_TAG}` = 'true'", "attributes.status = 'FINISHED'"]))
-    return [_as_finished(run) for run in found]
-
-
-def stage_runs(stage: str, experiment_name: str, filters: Mapping[str, str] | None = None,
-               run_ids: Sequence[str] = ()) -> tuple[list[FinishedRun], list[str]]:
-    """(runs, ids of ``run_ids`` that are not ``stage`` runs): the runs ``run_ids`` when given, else the complete runs
-    of ``stage`` in ``experiment_name`` tagged ``visreps.<key> = value`` for every filter (none when the experiment
-    does not exist yet). The callers say what an empty or wrong selection means for them."""
-    if run_ids:
-        runs = [finished_run(run_id) for run_id in run_ids]
-        return runs, [run.run_id for run in runs if run.tags.get("visreps.stage") != stage]
-    tags = {"visreps.stage": stage, **{f"visreps.{key}": str(value) for key, value in (filters or {}).items()}}
-    try:
-        return complete_runs(experiment_name, tags), []
-    except TrackingError:  # no such experiment
-        return [], []
-
-
-def find_finished_run(stage: str, config: ConfigModel, stage_version: int = 1,
-                      inputs: Mapping[str, str] | None = None) -> FinishedRun | None:
-    """The newest complete, FINISHED run of ``stage`` with the same run key (configuration and inputs), or None."""
-    found = _newest_complete(client(), "visreps.run_key", run_key(stage, config, stage_version, inputs))
-    return _as_finished(found) if found is not None else None
-
-
-def reusable_run(stage: str, config: ConfigModel, stage_version: int = 1, inputs: Mapping[str, str] | None = None,
-                 force: bool = False, identifying: tuple[str, ...] = ()) -> FinishedRun | None:
-    """The finished run a stage re-uses instead of running, or None; prints one line saying which, or why not.
-
-    Re-used only when configuration *and* inputs are the same; when only the inputs differ from the newest
-    finished run of the same configuration, the line names them; inputs named in ``identifying`` say what the run
-    is about (an evaluation's model) and are part of "the same configuration". Under `mlflow run`, the launcher's run is tagged
-    ``visreps.reused_run_id`` so it points at the result. ``force`` re-uses nothing.
-    """
-    if force:
-        return None
-    identity = RunIdentity(stage, config, stage_version, dict(inputs or {}), identifying)
-    mlflow_client = client()
-    found = _newest_complete(mlflow_client, "visreps.run_key", identity.key)
-    if found is not None:
-        print(f"{stage}: re-using finished run {found.info.run_id} (same configuration and inputs; "
-              "force=true recomputes)")
-        launcher = os.environ.get("MLFLOW_RUN_ID")
-        if launcher and launcher != found.info.run_id:
-            mlflow_client.set_tag(launcher, "visreps.reused_run_id", found.info.run_id)
-            mlflow_client.set_tag(launcher, "mlflow.runName", f"{stage} -> reused {found.info.run_id[:8]}")
-        return _as_finished(found)
-    same_config = _newest_complete(mlflow_client, "visreps.config_key", identity.config_key)
-    if same_config is not None:
-        changed = identity.changed_inputs(same_config.data.tags)
-        print(f"{stage}: {', '.join(changed) or 'inputs'} changed since finished run {same_config.info.run_id} "
-              "(same configuration); running again")
-    return None
-
-
-def supersede_finished(stage: str, config: ConfigModel, stage_version: int, inputs: Mapping[str, str] | None,
-                       keep_run_id: str) -> list[str]:
-    """After ``force=true``: every other complete run of the same run key is marked incomplete and tagged
-    ``visreps.superseded_by``, so exactly one complete result is visible. Returns the superseded run ids."""
-    mlflow_client = client()
-    key = run_key(stage, config, stage_version, inputs)
-    experiment_ids = [e.experiment_id for e in mlflow_client.search_experiments()]
-    found = mlflow_client.search_runs(
-        experiment_ids, filter_string=f"tags.`visreps.run_key` = '{key}' and tags.`{COMPLETE_TAG}` = 'true'",
-        max_results=1000)
-    older = [run.info.run_id for run in found if run.info.run_id != keep_run_id]
-    for run_id in older:
-        mlflow_client.log_batch(run_id, tags=[RunTag(COMPLETE_TAG, "false"), RunTag(SUPERSEDED_TAG, keep_run_id)])
-    return older
-
-
-def _as_finished(run: Any) -> FinishedRun:
-    return FinishedRun(
-        run.info.run_id, run.info.experiment_id, run.info.artifact_uri,
-        dict(run.data.tags), dict(run.data.params), dict(run.data.metrics),
-    )
-
-
-def finished_run(run_id: str) -> FinishedRun:
-    """Tags, params and latest metrics of run ``run_id``; TrackingError if it did not finish all its work."""
-    run = client().get_run(run_id)
-    if run.info.status != "FINISHED" or run.data.tags.get(COMPLETE_TAG) != "true":
-        raise TrackingError(f"run {run_id} is {run.info.status} and not marked complete; re-run its stage")
-    return _as_finished(run)
+    return run
 
 
 def download_artifacts(run_id: str, artifact_path: str, destination: str | Path | None = None) -> Path:

@@ -2,21 +2,54 @@
 
 Default: an embedded SQLite store ``<home>/mlflow.db`` with artifacts in ``<home>/mlartifacts`` (``home()`` is
 ``VISREPS_HOME`` or ``<project>/.visreps``). ``MLFLOW_TRACKING_URI`` selects a real server (``http://...``) or
-another database (``postgresql://...``).
+another database (``postgresql://...``). Credentials come only from MLflow's own environment variables
+(``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` / ``MLFLOW_TRACKING_TOKEN``, read by MLflow's client) or
+a URI's ``user:password@``; ``redact`` keeps them out of everything visreps prints or logs.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from visreps.errors import VisrepsError
 from visreps.paths import PathError, ensure_writable_dir, home, project_root
+
+
+#: ``scheme://user:password@``: the password runs to the last ``@`` before the path (an unencoded ``@`` in it too)
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)([^\s:/@]*):([^\s/]*)@")
+_QUERY_SECRET = re.compile(r"([?&](?:password|token|secret)=)[^&\s]+", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***`` (``scheme://user:***@host``,
+    ``?password=***``): what visreps prints, tags, logs as params or artifacts never carries a credential."""
+    text = _URL_CREDENTIALS.sub(lambda match: f"{match[1]}{match[2]}:***@", text)
+    return _QUERY_SECRET.sub(r"\1***", text)
+
+
+def redact_data(data: Any) -> Any:
+    """``data`` (nested dicts, lists and tuples) with ``redact`` applied to every string in it."""
+    if isinstance(data, str):
+        return redact(data)
+    if isinstance(data, dict):
+        return {key: redact_data(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [redact_data(value) for value in data]
+    return data
+
+
+def without_credentials(url: str) -> str:
+    """``url`` without its ``user:password@`` part."""
+    return _URL_CREDENTIALS.sub(lambda match: match[1], url)
 
 
 class TrackingError(VisrepsError, RuntimeError):
@@ -49,7 +82,7 @@ def is_embedded(uri: str) -> bool:
 
 
 def _check_http_server(uri: str, timeout_s: float) -> None:
-    url = uri.rstrip("/") + "/health"
+    url = without_credentials(uri).rstrip("/") + "/health"  # /health needs no login, even with basic-auth
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (loopback or configured server)
             if response.status != 200:
@@ -57,10 +90,41 @@ def _check_http_server(uri: str, timeout_s: float) -> None:
     except (OSError, urllib.error.URLError) as error:
         reason = getattr(error, "reason", error)
         raise TrackingError(
-            f"the MLflow tracking server at {uri} (MLFLOW_TRACKING_URI) is unreachable: {reason}. "
+            f"the MLflow tracking server at {redact(uri)} (MLFLOW_TRACKING_URI) is unreachable: {reason}. "
             "Start it (e.g. `mlflow server --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///mlflow.db`), "
             "fix the address, or unset MLFLOW_TRACKING_URI to use the embedded store."
         ) from None
+
+
+#: http(s) servers that answered this process once: a later failure to answer is an outage, waited out
+_ANSWERED: set[str] = set()
+
+
+def outage_wait_s() -> float:
+    """How long MLflow's client retries a request (``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` backoffs of
+    ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` x 2^i s, each at most 120 s): what a restarting server is given."""
+    from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR, MLFLOW_HTTP_REQUEST_MAX_RETRIES
+
+    factor, retries = MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get(), MLFLOW_HTTP_REQUEST_MAX_RETRIES.get()
+    return float(sum(min(factor * 2 ** index, 120) for index in range(max(0, retries))))
+
+
+def _server_answers(uri: str, timeout_s: float) -> None:
+    """First contact fails fast; a server that answered before is polled for ``outage_wait_s`` (a restart)."""
+    if uri not in _ANSWERED:
+        _check_http_server(uri, timeout_s)
+        _ANSWERED.add(uri)
+        return
+    deadline = time.monotonic() + outage_wait_s()
+    while True:
+        try:
+            _check_http_server(uri, timeout_s)
+            return
+        except TrackingError as error:
+            if time.monotonic() >= deadline:
+                raise TrackingError(f"{error} (it answered earlier in this process; waited {outage_wait_s():.0f} s "
+                                    "for it to come back)") from None
+            time.sleep(1.0)
 
 
 @lru_cache(maxsize=8)
@@ -81,11 +145,11 @@ def ensure_tracking_available(timeout_s: float = 10.0) -> str:
     """
     uri = tracking_uri()
     if uri.startswith(("http://", "https://")):
-        _check_http_server(uri, timeout_s)
+        _server_answers(uri, timeout_s)
         return uri
     if uri.startswith("file:") or "://" not in uri:
         raise TrackingError(
-            f"MLFLOW_TRACKING_URI={uri!r} is a file store, which MLflow 3 refuses; use a server URL "
+            f"MLFLOW_TRACKING_URI={redact(uri)!r} is a file store, which MLflow 3 refuses; use a server URL "
             "(http://host:port) or a database URI (sqlite:///path/mlflow.db, postgresql://...)."
         )
     artifact_root = None
@@ -100,7 +164,8 @@ def ensure_tracking_available(timeout_s: float = 10.0) -> str:
         _initialise_database(uri, artifact_root)
     except Exception as error:  # SQLAlchemy/driver errors: name the store, not the stack
         raise TrackingError(
-            f"cannot open the tracking database {uri}: {error.__class__.__name__}: {str(error).splitlines()[0]}. "
+            f"cannot open the tracking database {redact(uri)}: {error.__class__.__name__}: "
+            f"{redact(str(error).splitlines()[0])}. "
             "Check that the database server runs and the URI is right, or unset MLFLOW_TRACKING_URI."
         ) from None
     return uri

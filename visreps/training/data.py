@@ -93,7 +93,8 @@ def training_labels(collection: ImageCollection, table: pd.DataFrame | None = No
         k = num_classes if num_classes is not None else infer_num_classes(table_name, np.nan_to_num(raw).astype(np.int64))
         if k < 2:
             raise TrainingError(f"label table {table_name} has K={k}; a classifier needs K >= 2 classes")
-        labels = validate_label_table(table, collection, num_classes=k, allow_missing=allow_unlabelled)
+        labels = validate_label_table(table, collection, num_classes=k, allow_missing=allow_unlabelled,
+                                      name=f"label table {table_name}")
     if k < 2:
         raise TrainingError(f"labels {table_name!r} give K={k}; a classifier needs K >= 2 classes")
     train, heldout = train_heldout_split(len(collection), heldout_fraction, split_seed)

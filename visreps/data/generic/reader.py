@@ -22,14 +22,15 @@ from visreps.data.generic.format import (
     BEHAVIOUR_ARRAYS, INFO_PREFIX, check_numeric, check_response_arrays, check_text, drop_nonfinite_units,
     duplicates, fail, load_npz, npz_members, read_manifest, read_stimulus_table,
 )
-from visreps.data.images import load_rgb
+from visreps.data.images import check_image_files, load_rgb
 
 
 class GenericDataset(Dataset):
     """A dataset in the generic visreps format under ``root`` (see docs/dataset_format.md).
 
-    Options: ``check_images`` (default True) checks on open that every image file exists. Responses are
-    read on first use and kept; images are read on each ``load_image`` call.
+    Options: ``check_images`` (default True) checks on open that every image file exists and is whole (its
+    header and, for JPEG/PNG, its end marker; nothing is decoded). Responses are read on first use and kept;
+    images are read on each ``load_image`` call.
     """
 
     name = "generic"
@@ -69,6 +70,8 @@ class GenericDataset(Dataset):
         if missing:
             raise fail(f"{len(missing)} image files listed in {self.root / self.manifest['stimuli']} do not exist "
                        f"under {self.root} (first: {', '.join(missing[:3])}); fix the image column")
+        check_image_files([self.root / path for path in self._images.values()],
+                          f"{self.name}: the images of {self.root / self.manifest['stimuli']}")
 
     def responses_path(self, subject: str, region: str) -> Path:
         return self.root / self.manifest["responses"].format(subject=subject, region=region)

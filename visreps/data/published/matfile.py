@@ -45,6 +45,11 @@ def hdf5_dataset(handle: h5py.File, name: str, what: str) -> h5py.Dataset:
     return node
 
 
+def matlab_shape(node: h5py.Dataset) -> tuple[int, ...]:
+    """The size MATLAB shows for a v7.3 variable (h5py's shape reversed); the stored shape for plain HDF5."""
+    return tuple(node.shape[::-1]) if "MATLAB_class" in node.attrs else tuple(node.shape)
+
+
 def is_mat73(path: str | Path) -> bool:
     """True for a MATLAB v7.3 (HDF5) file."""
     return h5py.is_hdf5(str(path))

@@ -90,7 +90,7 @@ def load_volume(path: str | Path, what: str) -> np.ndarray:
     try:
         return np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
     except Exception as error:  # nibabel raises many types (ImageFileError, EOFError, zlib errors)
-        raise DatasetError(f"{what}: cannot read NIfTI {path} ({type(error).__name__}: {error}); download it again") from None
+        raise _unreadable(path, what, error) from None
 
 
 def volume_shape(path: str | Path, what: str) -> tuple[int, ...]:
@@ -98,7 +98,17 @@ def volume_shape(path: str | Path, what: str) -> tuple[int, ...]:
     try:
         return tuple(int(s) for s in nib.load(str(path)).shape[:3])
     except Exception as error:
-        raise DatasetError(f"{what}: cannot read NIfTI header of {path} ({type(error).__name__}: {error})") from None
+        raise _unreadable(path, what, error) from None
+
+
+def _unreadable(path: Path, what: str, error: Exception) -> DatasetError:
+    """The error for a NIfTI file nibabel cannot read: which file, that it is truncated or corrupt, the fix."""
+    size = Path(path).stat().st_size if Path(path).is_file() else 0
+    detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if "Cannot work out file type" in detail:
+        detail = "no NIfTI header"
+    return DatasetError(f"{what}: {path} is truncated or corrupt ({size} bytes, {detail}); it is not a readable NIfTI "
+                        "file: download it again")
 
 
 def region_mask(atlas: np.ndarray, table: dict[str, int], spec: RegionSpec, table_path: Path) -> np.ndarray:

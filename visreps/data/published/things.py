@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from visreps.data.base import Dataset, DatasetError, Responses, concept_split
-from visreps.data.images import IMAGE_EXTENSIONS, load_rgb
+from visreps.data.images import IMAGE_EXTENSIONS, check_image_files, load_rgb
 
 SUBJECT, REGION = "group", "behaviour"
 
@@ -52,6 +52,7 @@ class ThingsBehaviourDataset(Dataset):
         self.embedding = self._read_embedding()
         self._images = self._scan_images()
         self._image_paths = {stem: path for paths in self._images.values() for stem, path in paths}
+        check_image_files(list(self._image_paths.values()), f"things: the images under {self.images_path}")
         selection, _ = concept_split(self.concepts, float(selection_fraction), int(seed))
         chosen = np.isin(np.asarray(self.concepts, dtype=object), selection)
         self.selection, self.evaluation = np.flatnonzero(chosen), np.flatnonzero(~chosen)
@@ -75,8 +76,9 @@ class ThingsBehaviourDataset(Dataset):
             raise DatasetError(f"things: {self.embedding_path} has {embedding.shape[0]} rows but "
                                f"{self.concepts_path} lists {len(self.concepts)} concepts; they must match line by line")
         if not np.isfinite(embedding).all():
-            row = int(np.argwhere(~np.isfinite(embedding))[0][0])
-            raise DatasetError(f"things: {self.embedding_path} row {row + 1} ({self.concepts[row]}) holds a non-finite value")
+            row, column = (int(i) for i in np.argwhere(~np.isfinite(embedding))[0])
+            raise DatasetError(f"things: {self.embedding_path} row {row + 1} ({self.concepts[row]}), column {column + 1} "
+                               "is NaN or infinite; the published embedding has none: download the file again")
         return embedding.astype(np.float32)
 
     def _scan_images(self) -> dict[str, list[tuple[str, Path]]]:

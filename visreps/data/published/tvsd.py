@@ -24,8 +24,8 @@ from PIL import Image
 
 from visreps.data.base import Dataset, DatasetError, Responses
 from visreps.data.cache import PreprocessCache
-from visreps.data.images import load_rgb
-from visreps.data.published.matfile import hdf5_dataset, open_hdf5, oriented, read_mat_strings
+from visreps.data.images import check_image_files, load_rgb
+from visreps.data.published.matfile import hdf5_dataset, matlab_shape, open_hdf5, oriented, read_mat_strings
 from visreps.data.published.preprocess import ceiling_from_repetitions
 
 MONKEYS = ("monkeyF", "monkeyN")
@@ -88,6 +88,36 @@ def parse_area_map(value: Any) -> dict[str, dict[str, tuple[int, int]]]:
             raise DatasetError(f"tvsd: the electrode ranges of {monkey} overlap: {ranges}")
         out[normalise_monkey(monkey)] = ranges
     return out
+
+
+#: the axes of each response variable of THINGS_normMUA.mat (MATLAB's order) and the image list of its images
+MUA_AXES = {"train_MUA": (("electrodes", "images"), "train_imgs"),
+            "test_MUA": (("electrodes", "images"), "test_imgs"),
+            "test_MUA_reps": (("electrodes", "images", "repetitions"), "test_imgs")}
+
+
+def _mua(handle: Any, monkey: str, name: str, expected: tuple[int | None, ...]) -> np.ndarray:
+    """Variable ``name`` of the monkey's THINGS_normMUA.mat with its axes as ``expected`` (electrodes, images[,
+    repetitions]; None = any); a DatasetError naming both files when its image count is not things_imgs.mat's."""
+    what = f"tvsd {mua_file(monkey).as_posix()}"
+    node = hdf5_dataset(handle, name, what)
+    try:
+        return oriented(node[()], expected, f"{what} {name}")
+    except DatasetError:
+        pass
+    axes, image_list = MUA_AXES[name]
+    shape, n_images = matlab_shape(node), expected[1]
+    size = f"{' × '.join(map(str, shape))} ({' × '.join(axes[:len(shape)])})"
+    if len(shape) == len(axes) and shape[1] != n_images:
+        raise DatasetError(
+            f"tvsd: {mua_file(monkey).as_posix()} {name} is {size}: {shape[1]} images, but "
+            f"{images_file(monkey).as_posix()} lists {n_images} images in {image_list}; the two files are not from "
+            f"the same download (one is incomplete or from another release): download both files of {monkey} again")
+    wanted = " × ".join("any" if n is None else str(n) for n in expected)
+    raise DatasetError(
+        f"tvsd: {mua_file(monkey).as_posix()} {name} is {size}, expected {wanted} ({' × '.join(axes)}: the "
+        f"electrodes of train_MUA, the images of {image_list} in {images_file(monkey).as_posix()}); the file is "
+        f"malformed: download {mua_file(monkey).as_posix()} again")
 
 
 def _stem(things_path: str) -> str:
@@ -181,6 +211,8 @@ class TVSDDataset(Dataset):
                 f"tvsd: {len(missing)} of {len(self._path_of)} stimulus images are not under {self.images_dir}, "
                 f"e.g. {PureWindowsPath(missing[0]).as_posix()}; point things_root at the THINGS image folder"
             )
+        check_image_files([self.images_dir / PureWindowsPath(p).as_posix() for p in self._path_of.values()],
+                          f"tvsd: the THINGS images under {self.images_dir}")
 
     # --- Dataset interface ----------------------------------------------------------------------------------
     def subjects(self) -> list[str]:
@@ -208,7 +240,9 @@ class TVSDDataset(Dataset):
         k = record["index"]
         if data["array"](f"r{k}_train").shape[1] == 0:
             first, last = self.area_map[subject][region]
-            raise DatasetError(f"tvsd {subject}: area {region} (electrodes {first}-{last}) has no usable electrode")
+            raise DatasetError(f"tvsd {subject}: area {region} (electrodes {first}-{last}) has no usable electrode: "
+                               f"every one has non-finite or constant responses in {mua_file(subject).as_posix()}; "
+                               "download that file again, or leave the area out (regions=...)")
         if record["n_dropped"]:
             warnings.warn(f"tvsd {subject} {region}: dropped {record['n_dropped']} electrode(s) with non-finite or "
                           "constant responses (listed in Responses.info['dropped_units'])", stacklevel=2)
@@ -263,11 +297,10 @@ class TVSDDataset(Dataset):
         path = self.root / mua_file(monkey)
         what = f"tvsd {mua_file(monkey).as_posix()}"
         with open_hdf5(path, what) as handle:
-            train = oriented(hdf5_dataset(handle, "train_MUA", what)[()], (None, n_train), f"{what} train_MUA")
+            train = _mua(handle, monkey, "train_MUA", (None, n_train))
             n_electrodes = train.shape[0]
-            test = oriented(hdf5_dataset(handle, "test_MUA", what)[()], (n_electrodes, n_test), f"{what} test_MUA")
-            reps = oriented(hdf5_dataset(handle, "test_MUA_reps", what)[()], (n_electrodes, n_test, None),
-                            f"{what} test_MUA_reps")
+            test = _mua(handle, monkey, "test_MUA", (n_electrodes, n_test))
+            reps = _mua(handle, monkey, "test_MUA_reps", (n_electrodes, n_test, None))
             quality = {}
             for name in QUALITY_VARIABLES:
                 if name in handle:
@@ -298,7 +331,8 @@ class TVSDDataset(Dataset):
             arrays[f"r{k}_train"] = np.ascontiguousarray(train[keep].T)
             arrays[f"r{k}_test"] = np.ascontiguousarray(test[keep].T)
             arrays[f"r{k}_test_repetitions"] = np.ascontiguousarray(reps[keep].transpose(1, 2, 0))
-            arrays[f"r{k}_noise_ceiling"] = ceiling_from_repetitions(arrays[f"r{k}_test_repetitions"])
+            arrays[f"r{k}_noise_ceiling"] = (ceiling_from_repetitions(arrays[f"r{k}_test_repetitions"]) if keep.size
+                                             else np.zeros(0, dtype=np.float32))  # responses() names the empty area
             arrays[f"r{k}_electrodes"], arrays[f"r{k}_dropped"] = keep, drop
             for name, values in quality.items():
                 arrays[f"r{k}_{name}"] = values[keep]
