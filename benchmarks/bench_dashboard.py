@@ -1,6 +1,6 @@
 """First paint of the dashboard over a tracking server holding 2,000 evaluation runs.
 
-Fills a fresh `mlflow server` (SQLite backend, temporary folder, 127.0.0.1) with ``--evaluations`` evaluation
+Fills a fresh `visreps server` (SQLite backend, temporary folder, 127.0.0.1) with ``--evaluations`` evaluation
 parent runs (tags as the evaluate stage writes them) split over ``--studies`` (dataset, analysis) pairs, and one
 compare run per pair whose tables (comparison, subjects, selection, training, evaluations; realistic sizes: 8
 subjects × 8 regions, 14 points, 30 epochs) reference those runs, plus ``--old-compares`` superseded compare runs.
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,29 +34,10 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
+from bench_tracking_load import start_server  # noqa: E402  (`visreps server` on a free port, waits for /health)
+from tests.conftest import free_port, stop_server  # noqa: E402
 SOURCES, KS, REGIONS, SUBJECTS, POINTS, EPOCHS = ("pca_pixels", "pca_model"), [2 ** i for i in range(1, 11)], 8, 8, 14, 30
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start_server(folder: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                                f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", str(folder / "artifacts"),
-                                "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2):
-                return process, url
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError("mlflow server did not start")
 
 
 def _networks(n: int) -> list[dict[str, object]]:
@@ -180,10 +160,9 @@ def time_browser(url: str, run_id: str) -> tuple[float, float] | None:
 
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
         return None
-    sys.path.insert(0, str(REPO))
     from tests.browser import headless_chromium
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, str(REPO / "dashboards" / "app.py"), "--tracking-uri", url, "--port",
                                str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with tempfile.TemporaryDirectory() as profile:
@@ -234,7 +213,7 @@ def main() -> None:
         filled = populate(Path(folder), args.evaluations, args.studies, args.old_compares)
         print(f"filled the store: {args.evaluations} evaluation runs, {args.studies} studies, compare runs with "
               f"tables, in {time.perf_counter() - started:.0f} s")
-        server, url = _start_server(Path(folder))
+        url, server = start_server(Path(folder), f"sqlite:///{Path(folder) / 'mlflow.db'}", 2, None)
         try:
             for repeat in range(args.repeats):
                 listed, painted = time_data_layer(url, filled["compare_run"])
@@ -245,8 +224,7 @@ def main() -> None:
                 print(f"[{repeat}] visreps: listing {listed:.2f} s, listing + coarseness view {painted:.2f} s, browser first "
                       f"paint {shown} | reference: listing one study's {count} evaluation runs {reference:.2f} s")
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            stop_server(server)
 
 
 if __name__ == "__main__":

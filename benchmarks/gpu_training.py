@@ -10,6 +10,7 @@ in-memory path (``in_memory=yes``: ``decode_all`` into a uint8 tensor, held on t
 
 from __future__ import annotations
 
+import collections
 import functools
 import gc
 import tempfile
@@ -138,8 +139,7 @@ def trainer_rate(trainer: Trainer, skip: int, loader_only: bool = False) -> floa
     stream = SteadyStream(trainer.train_stream, skip, trainer.device)
     if loader_only:
         stream.set_epoch(0)
-        for _ in stream:
-            pass
+        collections.deque(stream, maxlen=0)  # draw every batch, keep none
         synchronize(trainer.device)
         return stream.rate()
     trainer.train_stream = stream

@@ -7,6 +7,7 @@ Each command lives in ``visreps/stages/<command>.py`` and exposes ``add_argument
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -77,10 +78,8 @@ BROKEN_PIPE_STATUS = 141
 
 def _discard_stdout() -> None:
     """Point stdout at /dev/null so that the interpreter's final flush does not raise (and print) again."""
-    try:
+    with contextlib.suppress(OSError, ValueError):  # stdout without a file descriptor (captured): nothing to flush
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError):  # stdout without a file descriptor (captured in tests): nothing to flush
-        pass
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 
+import pandas as pd
 import pytest
 
 from visreps.config import load_config
@@ -34,6 +35,28 @@ def test_data_layer_finds_the_compare_runs_and_reads_their_tables(compare_run: s
     assert list(runs.run_id) == [compare_run] and runs.dataset.iloc[0] == "demo" and runs.analysis.iloc[0] == "rsa"
     assert len(run_table(compare_run, "comparison.parquet")) and run_table(compare_run, "nothing.csv").empty
     assert run_url(runs.experiment_id.iloc[0], compare_run).endswith(f"/runs/{compare_run}")
+
+
+
+def test_compare_tables_equal_the_evaluations_own(compare_run: str, evaluations: dict[str, str]) -> None:
+    """The per-subject and selection tables a compare run logs, recomputed here from the evaluation's own tables."""
+    from visreps.stages.compare_tables import compare_run_table
+    from visreps.tracking import download_artifacts
+
+    fine = evaluations["fine-rsa"]
+    own = pd.read_parquet(download_artifacts(fine, "results.parquet"))
+    subjects = compare_run_table(compare_run, "subjects")
+    mine = subjects[(subjects.run_id == fine) & (subjects.measure == "raw")].sort_values(["subject", "region"])
+    expected = own[own.metric == "score"].sort_values(["subject", "region"])
+    assert mine.score.tolist() == pytest.approx(expected.value.tolist()) and len(mine) == 4
+    curves = pd.read_parquet(download_artifacts(fine, "selection.parquet"))
+    selection = compare_run_table(compare_run, "selection")
+    mine = selection[selection.run_id == fine].sort_values(["region", "point_index"])
+    by_hand = curves.groupby(["region", "point_index"]).selection_score.agg(["mean", "std"]).reset_index()
+    assert mine.selection_score.tolist() == pytest.approx(by_hand["mean"].tolist())
+    assert mine.selection_score_sd.tolist() == pytest.approx(by_hand["std"].tolist(), nan_ok=True)
+    chosen = curves[curves.selected].groupby("region").size()
+    assert mine.groupby("region").n_selected.sum().to_dict() == chosen.to_dict() and (mine.n_subjects == 2).all()
 
 
 def _graphs(components: list) -> dict:

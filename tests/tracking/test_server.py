@@ -189,7 +189,7 @@ def test_redact_hides_passwords_only() -> None:
         "postgresql://u:***@db:5432/x and http://a:***@h:5000/")
     assert redact("postgresql://db/x?user=u&password=secret&sslmode=require") == (
         "postgresql://db/x?user=u&password=***&sslmode=require")
-    for plain in ("postgresql://u@db/x", "sqlite:////tmp/a.db", "http://127.0.0.1:5000", "visreps.complete"):
+    for plain in ("postgresql://u@db/x", "sqlite:///mlflow.db", "http://127.0.0.1:5000", "visreps.complete"):
         assert redact(plain) == plain
 
 

@@ -34,21 +34,11 @@ def _condition_columns(evaluation: Evaluation) -> dict[str, object]:
     return {"condition": evaluation.condition, **info, "seed": evaluation.seed, "run_id": evaluation.run_id}
 
 
-def _artifact(run_id: str, path: str) -> pd.DataFrame | None:
-    """A table a run logged, or None when it has none (logged by an older stage version, or not applicable)."""
-    from visreps.tracking import TrackingError, download_artifacts
-
-    try:
-        local = download_artifacts(run_id, path)
-    except (TrackingError, OSError):
-        return None
-    return pd.read_parquet(local) if path.endswith(".parquet") else pd.read_csv(local)
-
-
 def compare_run_table(run_id: str, name: str) -> pd.DataFrame:
     """The table ``name`` (a key of ``LOGGED_TABLES``) of a compare run; empty when the run logged none."""
-    table = _artifact(run_id, LOGGED_TABLES[name][0])
-    return pd.DataFrame() if table is None else table
+    from visreps.tracking.results import run_table
+
+    return run_table(run_id, LOGGED_TABLES[name][0])
 
 
 def _stack(tables: list[pd.DataFrame]) -> pd.DataFrame:
@@ -59,11 +49,12 @@ def dimensionality_table(evaluations: list[Evaluation]) -> pd.DataFrame:
     """Per evaluation and point: effective dimensionality (evaluate's ``effective_dimensionality.csv``) with the
     condition, how many (subject, region) pairs selected the point and whether it is the most often selected."""
     from visreps.stages.evaluate_tracking import DIMENSIONALITY_TABLE
+    from visreps.tracking.results import run_table
 
     tables = []
     for evaluation in evaluations:
-        table = _artifact(evaluation.run_id, DIMENSIONALITY_TABLE)
-        if table is None:
+        table = run_table(evaluation.run_id, DIMENSIONALITY_TABLE)
+        if table.empty:
             continue  # test-only datasets (their points come from the NSD evaluation) log none
         selected = evaluation.pairs.selected_point.value_counts()
         table["n_selected"] = table.point.map(selected).fillna(0).astype(int)
@@ -91,11 +82,12 @@ def selection_table(evaluations: list[Evaluation]) -> pd.DataFrame:
     and the condition columns. Evaluations logged before evaluate stage version 4 (no ``selection.parquet``) are
     left out."""
     from visreps.stages.evaluate_tracking import SELECTION_TABLE
+    from visreps.tracking.results import run_table
 
     tables = []
     for evaluation in evaluations:
-        curves = _artifact(evaluation.run_id, SELECTION_TABLE)
-        if curves is None:
+        curves = run_table(evaluation.run_id, SELECTION_TABLE)
+        if curves.empty:
             continue
         curves = curves.assign(selected=curves.selected.astype(bool))
         table = (curves.groupby(["region", "point_index", "point"], sort=True)
@@ -117,13 +109,15 @@ def training_table(evaluations: list[Evaluation], tags: dict[str, dict[str, str]
     """Per trained network (untrained ones left out) its training run's ``training_history.csv`` (``epoch`` and
     the logged losses and accuracies), with ``model_run_id`` and the condition columns; networks without a visreps
     training run (timm, torchvision, files) are left out."""
+    from visreps.tracking.results import run_table
+
     tables = []
     for evaluation in evaluations:
         model_run = tags[evaluation.run_id].get("visreps.model_run_id", "")
         if evaluation.info.get("role") == UNTRAINED or not model_run:
             continue
-        history = _artifact(model_run, "training_history.csv")
-        if history is not None:
+        history = run_table(model_run, "training_history.csv")
+        if not history.empty:
             tables.append(history.assign(model_run_id=model_run, **_condition_columns(evaluation)))
     return _stack(tables)
 

@@ -94,8 +94,7 @@ def check_database(uri: str, what: str, key: str) -> None:
         if path is not None:
             ensure_writable_dir(path.resolve().parent, what)
         options = {"connect_args": {"connect_timeout": 5}} if uri.startswith("postgresql") else {}
-        with sqlalchemy.create_engine(uri, **options).connect():
-            pass
+        sqlalchemy.create_engine(uri, **options).connect().close()  # the database answers
     except PathError as error:
         raise TrackingError(str(error)) from None
     except Exception as error:  # driver errors: unreachable server, unknown database, missing driver

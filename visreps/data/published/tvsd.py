@@ -14,6 +14,7 @@ mapping of the original study code (F: V4 512–831, IT 832–1023), or pass exp
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path, PureWindowsPath
@@ -101,10 +102,8 @@ def _mua(handle: Any, monkey: str, name: str, expected: tuple[int | None, ...]) 
     repetitions]; None = any); a DatasetError naming both files when its image count is not things_imgs.mat's."""
     what = f"tvsd {mua_file(monkey).as_posix()}"
     node = hdf5_dataset(handle, name, what)
-    try:
+    with contextlib.suppress(DatasetError):  # not as expected: say how, below
         return oriented(node[()], expected, f"{what} {name}")
-    except DatasetError:
-        pass
     axes, image_list = MUA_AXES[name]
     shape, n_images = matlab_shape(node), expected[1]
     size = f"{' × '.join(map(str, shape))} ({' × '.join(axes[:len(shape)])})"
