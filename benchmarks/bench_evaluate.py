@@ -6,6 +6,8 @@ encoding over the 14 extraction points, bootstrap CIs. Cases, each in its own fr
 - ``visreps``: the evaluate stage's pieces called directly (no MLflow): ``extract_features`` of every stimulus
   into the on-disk cache (projected to 4,096 per point), then per region and analysis ``score_pair``, which
   re-extracts the selected point's exact test activations for RSA (timed as extraction).
+- ``autocast``: ``visreps`` with the activations extracted under ``--autocast`` (bf16 by default; the evaluate
+  stage's ``autocast=`` option), compared with the fp32 ``visreps`` case: the score change autocast causes.
 - ``reference``: the straightforward implementation: every point's activations of every stimulus in memory at
   full size (forward hooks), projected in memory with the same seeded matrices; RSA with ``np.corrcoef`` RDMs,
   ``scipy.stats.spearmanr`` and the SciPy bootstrap loop (one ``spearmanr`` per resample); encoding with
@@ -21,7 +23,7 @@ file-backed), and the largest difference of every score (selection score per poi
 
   python benchmarks/bench_evaluate.py [--n-train 1000] [--n-test 1000] [--voxels 2500 5000 7600]
       [--image-size 112] [--bootstrap 1000] [--batch-size 64] [--ridge ridge|kernel] [--seed 0]
-      [--cases visreps reference]
+      [--cases visreps reference autocast] [--autocast bf16|fp16]
 
 NSD itself is 9,000 train + 1,000 test stimuli at 224 px: the straightforward path would hold ~53 GB of
 activations, so the defaults scale stimuli and image size down (the printout says how the figures extrapolate).
@@ -47,6 +49,7 @@ from bench_evaluate_reference import bootstrap_indices, reference_encoding, refe
 
 REGIONS = (("V1", "conv2_post"), ("V4", "conv4_post"), ("ventral", "fc1_post"))
 ANALYSES = ("rsa", "encoding")
+CASES = ("visreps", "reference", "autocast")
 PROJECTION_DIM = 4096
 TOLERANCE = 1e-6
 
@@ -171,12 +174,16 @@ def child(args: argparse.Namespace) -> None:
     data = dict(np.load(folder / "responses.npz"))
     sampler = PhasePeaks()
     sampler.start()
-    figures = (run_visreps if args.case == "visreps" else run_reference)(folder, settings, data, sampler)
+    if args.case == "reference":
+        figures = run_reference(folder, settings, data, sampler)
+    else:
+        figures = run_visreps(folder, settings, data, sampler, args.autocast if args.case == "autocast" else "none")
     sampler.mark("scoring")
     report({**figures, "phases": sampler.phases})
 
 
-def run_visreps(folder: Path, settings: dict[str, Any], data: dict[str, np.ndarray], sampler: PhasePeaks) -> dict:
+def run_visreps(folder: Path, settings: dict[str, Any], data: dict[str, np.ndarray], sampler: PhasePeaks,
+                autocast: str = "none") -> dict:
     from visreps.activations import StimulusSet, extract_features
     from visreps.alignment import bootstrap_rsa
     from visreps.alignment.projection import sparse_random_projection
@@ -199,7 +206,7 @@ def run_visreps(folder: Path, settings: dict[str, Any], data: dict[str, np.ndarr
     started = time.perf_counter()
     features = extract_features(model, stimuli, transform, points, cache_root=cache,
                                 weights_fingerprint=settings["weights_fingerprint"], projection_dim=PROJECTION_DIM,
-                                projection_seed=seed, batch_size=batch, device="cpu")
+                                projection_seed=seed, autocast=autocast, batch_size=batch, device="cpu")
     extraction = time.perf_counter() - started
     extraction_peak = peak_rss_mb()
     sampler.mark("extraction")
@@ -209,7 +216,7 @@ def run_visreps(folder: Path, settings: dict[str, Any], data: dict[str, np.ndarr
         started_exact = time.perf_counter()
         out = extract_features(model, stimuli.subset(ids_), transform, [point], cache_root=cache,
                                weights_fingerprint=settings["weights_fingerprint"], projection_dim=None,
-                               projection_seed=seed, batch_size=batch, device="cpu")[point]
+                               projection_seed=seed, autocast=autocast, batch_size=batch, device="cpu")[point]
         exact_seconds[0] += time.perf_counter() - started_exact
         return out
 
@@ -322,9 +329,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--ridge", choices=("ridge", "kernel"), default="ridge")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cases", nargs="+", choices=("visreps", "reference"), default=["visreps", "reference"])
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=["visreps", "reference"])
+    parser.add_argument("--autocast", choices=("bf16", "fp16"), default="bf16", help="the autocast case's dtype")
     parser.add_argument("--timeout", type=float, default=7200)
-    parser.add_argument("--case", choices=("visreps", "reference"))
+    parser.add_argument("--case", choices=CASES)
     parser.add_argument("--inputs")
     args = parser.parse_args()
     if args.case:
@@ -337,7 +345,8 @@ def main() -> None:
         print(f"  inputs (weights, {args.n_train + args.n_test:,} stimuli through the network for the responses): "
               f"{time.perf_counter() - started:.0f} s", flush=True)
         for case in args.cases:
-            results[case] = run_case(__file__, case, "--inputs", folder, timeout=args.timeout)
+            results[case] = run_case(__file__, case, "--inputs", folder, "--autocast", args.autocast,
+                                     timeout=args.timeout)
             figures = results[case]
             print(f"  {case}: extraction {figures['extraction_s']:.0f} s, scoring "
                   f"{sum(figures['scoring_s'].values()):.0f} s, peak {figures['peak_mb']:.0f} MB", flush=True)
@@ -353,7 +362,8 @@ def print_report(args: argparse.Namespace, settings: dict[str, Any], results: di
           f"{args.image_size} px of 224 (activations per stimulus {width:,} of {width_224:,} values; conv1 "
           f"{settings['widths']['conv1_pre']:,} of {settings['widths_224']['conv1_pre']:,}), {args.bootstrap:,} "
           f"of 1,000 bootstraps; reference ridge: himalaya {'KernelRidgeCV' if args.ridge == 'kernel' else 'RidgeCV'}")
-    labels = {"visreps": "visreps (cache on disk)", "reference": "straightforward (all points in memory)"}
+    labels = {"visreps": "visreps (cache on disk)", "reference": "straightforward (all points in memory)",
+              "autocast": f"visreps, {args.autocast} autocast extraction"}
     rows = []
     for case, f in results.items():
         s, phases = f["scoring_s"], f["phases"]
@@ -365,7 +375,9 @@ def print_report(args: argparse.Namespace, settings: dict[str, Any], results: di
                        for key in ("rss_mb", "anon_mb"))])
     print(table(rows, ["path", "extraction s", "RSA scoring s", "encoding scoring s", "scoring s", "peak RSS MB",
                        "peak − baseline MB", "RSS MB extraction / scoring", "RssAnon MB extraction / scoring"]))
-    if len(results) < 2:
+    if "visreps" in results and "autocast" in results:
+        print_autocast_change(args, results["visreps"], results["autocast"])
+    if "visreps" not in results or "reference" not in results:
         return
     ours, theirs = results["visreps"], results["reference"]
     rows, worst = agreement(ours["results"], theirs["results"])
@@ -396,6 +408,19 @@ def print_report(args: argparse.Namespace, settings: dict[str, Any], results: di
           f"{args.batch_size * width_224 * gb * 1e3:.0f} MB at 224 px) and writes stimuli × {points} × "
           f"{PROJECTION_DIM:,} × 4 B to disk ({n * points * PROJECTION_DIM * gb:.2f} GB here, "
           f"{10000 * points * PROJECTION_DIM * gb:.1f} GB at NSD size), memory-mapped when scored.")
+
+
+
+def print_autocast_change(args: argparse.Namespace, exact: dict, autocast: dict) -> None:
+    """How much extracting under autocast moves every score, against the fp32 extraction."""
+    rows, worst = agreement(exact["results"], autocast["results"])
+    print(f"\nScore change from {args.autocast} autocast extraction (fp32 scores shown; Δ = |fp32 − {args.autocast}|; "
+          "bold: the selected point changed)")
+    print(table([row[:-1] for row in rows], ["region/analysis", "selected point", "score (fp32)", "95 % CI (fp32)",
+                                             "max \\|Δ\\| selection (at point)", "\\|Δ\\| score",
+                                             "\\|Δ\\| CI low", "\\|Δ\\| CI high"]))
+    print(f"Largest |Δ| of any score: {worst:.1e}; extraction {exact['extraction_s']:.1f} s (fp32) vs "
+          f"{autocast['extraction_s']:.1f} s ({args.autocast})")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 Everything runs through visreps' own code: ``Trainer.train_epoch`` (augmentation on the device, forward,
 label-smoothed loss, backward, clipping, AdamW) on a ``TrainConfig`` per variant, the ``BatchStream`` of the
-in-memory path (``in_memory=yes``: ``decode_all`` into a uint8 tensor, held on the GPU) and of the file path
-(``in_memory=no``: ``DecodedImages`` in DataLoader workers), ``ActivationReader`` + ``projection_for`` and
-``extract_features``. Rates are steady-state: the clock starts (after a device synchronisation) before batch
+in-memory path (``image_source=memory``: ``decode_all`` into a uint8 tensor, held on the GPU), of the file path
+(``image_source=files``: ``DecodedImages`` in DataLoader workers) and of the pixel cache (``image_source=cache``:
+``CachedImages`` read by the workers), ``ActivationReader`` + ``projection_for`` and ``extract_features``. The
+loaders alone are compared with ``torchvision.io.decode_jpeg`` (in the workers on the CPU, batched on the GPU). Rates are steady-state: the clock starts (after a device synchronisation) before batch
 ``skip`` of an epoch, so start-up, cuDNN autotuning, torch.compile and the loader's ramp-up are left out.
 """
 
@@ -22,14 +23,23 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import torchvision
+import torchvision.transforms.v2.functional as tvf
 from PIL import Image
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from visreps.data.images import load_rgb, resize_size, scan_class_folders
 from visreps.models import create_model, extraction_points
 from visreps.training import TrainConfig, Trainer, resolve_amp, training_labels
+from visreps.training.data import DecodedImages
+from visreps.training.image_cache import CachedImages, build_pixel_cache, pixel_cache_folder
 from visreps.training.schedule import parameter_groups
 from visreps.training.trainer import set_determinism
+from visreps.training.transforms import decode_image
+
+#: images whose decoded pixels are compared with PIL's
+PIXEL_CHECK_IMAGES = 32
 
 VARIANTS = {
     # name: (amp, channels_last, compile, optimiser); "plain": torch's default AdamW, "visreps": build_optimiser
@@ -118,14 +128,14 @@ class SteadyStream:
         return self.images / (time.perf_counter() - self.started)
 
 
-def make_trainer(tree: Path, sizes: Sizes, variant: str, device: torch.device, in_memory: bool) -> Trainer:
+def make_trainer(tree: Path, sizes: Sizes, variant: str, device: torch.device, image_source: str) -> Trainer:
     """visreps' Trainer for ``variant`` on the tree (all images train: nothing held out)."""
     amp, channels_last, use_compile, optimiser = VARIANTS[variant]
     config = TrainConfig(
         dataset={"root": str(tree), "heldout_fraction": 0.0},
         model={"architecture": sizes.architecture, "image_size": sizes.image_size},
         epochs=1, batch_size=sizes.batch, amp=amp, channels_last=channels_last, compile=use_compile,
-        in_memory="yes" if in_memory else "no", num_workers=sizes.workers, device=str(device), progress=False,
+        image_source=image_source, num_workers=sizes.workers, device=str(device), progress=False,
     )
     labels = training_labels(scan_class_folders(tree), None, num_classes=sizes.num_classes, heldout_fraction=0.0)
     trainer = Trainer(config, labels)
@@ -188,24 +198,21 @@ def guarded(label: str, work: Callable[[], Any], failures: list[str]) -> Any:
         return None
 
 
-def training_rows(tree: Path, sizes: Sizes, variants: list[str], device: torch.device, in_memory: bool,
+SOURCE_LABELS = {"memory": "memory", "files": "files ({workers} loader workers)",
+                 "cache": "pixel cache ({workers} loader workers)"}
+
+
+def training_rows(tree: Path, sizes: Sizes, variants: list[str], device: torch.device, image_source: str,
                   compute: dict[str, float], failures: list[str]) -> tuple[list[list[str]], dict[str, float]]:
-    """Rows (variant, images/s, vs fp32, pure compute, fraction) and the rates, from memory or from files."""
+    """Rows (variant, source, images/s, vs fp32, pure compute, fraction) and the rates, from ``image_source``
+    (memory | files | cache; the cache must be built)."""
     rows, rates = [], {}
-    source = "memory" if in_memory else f"files ({sizes.workers} loader workers)"
-    if not in_memory:
-        trainer = guarded("loader", lambda: make_trainer(tree, sizes, "fp32", device, False), failures)
-        rate = guarded("loader", lambda: trainer_rate(trainer, sizes.skip, loader_only=True), failures) if trainer else None
-        if rate:
-            rows.append(["loader alone (decode + resize + crop, to the device)", source, f"{rate:,.0f}", "", "", ""])
-            rates["loader"] = rate
-        del trainer
-        release(device)
+    source = SOURCE_LABELS[image_source].format(workers=sizes.workers)
     for variant in variants:
         if variant not in compute:
             compute[variant] = guarded(f"{variant} compute", lambda: compute_rate(sizes, variant, device), failures)
             release(device)
-        trainer = guarded(variant, lambda: make_trainer(tree, sizes, variant, device, in_memory), failures)
+        trainer = guarded(variant, lambda: make_trainer(tree, sizes, variant, device, image_source), failures)
         rate = guarded(variant, lambda: trainer_rate(trainer, sizes.skip), failures) if trainer else None
         del trainer
         release(device)
@@ -217,6 +224,122 @@ def training_rows(tree: Path, sizes: Sizes, variants: list[str], device: torch.d
         rows.append([variant_label(variant, device), source, f"{rate:,.1f}", f"{rate / base:.2f}×" if base else "",
                      f"{pure:,.1f}" if pure else "", f"{rate / pure:.0%}" if pure else ""])
         print(f"  {source} {variant}: {rate:,.1f} images/s" + (f" (compute {pure:,.1f})" if pure else ""), flush=True)
+    return rows, rates
+
+
+class EncodedFiles(Dataset):
+    """Item i: (the file's bytes as a uint8 tensor, label); decoded later, on the device."""
+
+    def __init__(self, paths: list[Path], labels: np.ndarray) -> None:
+        self.paths, self.labels = [str(path) for path in paths], labels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return torchvision.io.read_file(self.paths[index]), int(self.labels[index])
+
+
+def resize_crop_tensor(image: torch.Tensor, image_size: int) -> torch.Tensor:
+    """uint8 (3, H, W) -> (3, S, S): shorter edge to ``resize_size(S)`` (bilinear, antialiased), centre crop."""
+    resized = tvf.resize(image, [resize_size(image_size)], interpolation=tvf.InterpolationMode.BILINEAR, antialias=True)
+    return tvf.center_crop(resized, [image_size, image_size])
+
+
+class TorchvisionDecoded(EncodedFiles):
+    """Item i: ``torchvision.io.decode_jpeg`` of the file, resized and cropped on the CPU (in a loader worker)."""
+
+    def __init__(self, paths: list[Path], labels: np.ndarray, image_size: int) -> None:
+        super().__init__(paths, labels)
+        self.image_size = image_size
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        data, label = super().__getitem__(index)
+        return resize_crop_tensor(torchvision.io.decode_jpeg(data), self.image_size), label
+
+
+def keep_list(batch: list) -> tuple[list[torch.Tensor], torch.Tensor]:
+    return [item[0] for item in batch], torch.tensor([item[1] for item in batch])
+
+
+def loader_rate(dataset: Dataset, sizes: Sizes, device: torch.device, collate: Callable | None = None,
+                on_device: Callable | None = None) -> float:
+    """Steady images/s of a DataLoader over ``dataset`` (sizes.workers processes, shuffled, pinned on CUDA) with
+    every batch on ``device`` as uint8 (B, 3, S, S) (``on_device`` finishes a batch there: GPU decoding)."""
+    generator = torch.Generator().manual_seed(0)
+    loader = DataLoader(dataset, batch_size=sizes.batch, shuffle=True, generator=generator,
+                        num_workers=sizes.workers, collate_fn=collate, pin_memory=device.type == "cuda",
+                        prefetch_factor=4 if sizes.workers else None, drop_last=True)
+    images, started = 0, 0.0
+    for index, (batch, _) in enumerate(loader):
+        if index == sizes.skip:
+            synchronize(device)
+            started, images = time.perf_counter(), 0
+        batch = on_device(batch) if on_device else batch.to(device, non_blocking=True)
+        images += batch.shape[0]
+    synchronize(device)
+    return images / (time.perf_counter() - started)
+
+
+def pixels_versus_pil(paths: list[Path], image_size: int, images: torch.Tensor) -> str:
+    """How far uint8 ``images`` (n, 3, S, S) of ``paths`` are from the training decode (PIL, ``decode_image``):
+    the largest and the mean absolute difference in grey levels, and the share of values that differ."""
+    reference = torch.stack([decode_image(path, image_size) for path in paths]).int()
+    difference = (images.cpu().int() - reference).abs()
+    return (f"max {int(difference.max())}, mean {difference.float().mean().item():.2f}, "
+            f"{(difference > 0).float().mean().item():.2%} differ")
+
+
+def decoding_rows(tree: Path, sizes: Sizes, device: torch.device, failures: list[str]
+                  ) -> tuple[list[list[str]], dict[str, float]]:
+    """The training loader's ways of getting uint8 (B, 3, S, S) batches onto the device, each alone: PIL in the
+    workers (``image_source=files``), ``torchvision.io.decode_jpeg`` in the workers, decode_jpeg batched on the
+    device (CUDA only), the pixel cache (``image_source=cache``, built first and timed); each with its pixels'
+    difference from PIL's on the first ``PIXEL_CHECK_IMAGES`` images."""
+    collection = scan_class_folders(tree)
+    paths = [collection.path(i) for i in range(len(collection))]
+    labels = collection.fine_labels
+    rows, rates = [], {}
+
+    def build() -> float:
+        started = time.perf_counter()
+        build_pixel_cache(collection, sizes.image_size, num_workers=sizes.workers, progress=False)
+        return len(paths) / (time.perf_counter() - started)
+
+    def gpu_decode(batch: list[torch.Tensor]) -> torch.Tensor:
+        decoded = torchvision.io.decode_jpeg(batch, device=device)
+        return torch.stack([resize_crop_tensor(image, sizes.image_size) for image in decoded])
+
+    def cached() -> CachedImages:
+        return CachedImages(pixel_cache_folder(collection, sizes.image_size), labels)
+
+    workers, check = f"{sizes.workers} loader workers", list(range(min(PIXEL_CHECK_IMAGES, len(paths))))
+    torchvision_files = TorchvisionDecoded(paths, labels, sizes.image_size)
+    cases = [("pil", "PIL decode + resize + crop (image_source=files)", workers,
+              lambda: loader_rate(DecodedImages(paths, labels, sizes.image_size), sizes, device), None),
+             ("torchvision_cpu", "torchvision.io.decode_jpeg + resize + crop, CPU", workers,
+              lambda: loader_rate(torchvision_files, sizes, device),
+              lambda: torch.stack([torchvision_files[i][0] for i in check]))]
+    if device.type == "cuda":
+        encoded = EncodedFiles(paths, labels)
+        cases.append(("torchvision_gpu", "file bytes; decode_jpeg batched + resize + crop on the GPU", workers,
+                      lambda: loader_rate(encoded, sizes, device, keep_list, gpu_decode),
+                      lambda: gpu_decode([encoded[i][0] for i in check])))
+    cases += [("cache_build", "`visreps image_cache`: PIL decode into the pixel cache, once", workers, build, None),
+              ("cache", "pixel cache read (image_source=cache)", workers,
+               lambda: loader_rate(cached(), sizes, device, CachedImages.collate_fn),
+               lambda: cached().__getitems__(check)[0])]
+    for key, label, source, work, sample in cases:
+        rate = guarded(f"decode {key}", work, failures)
+        if rate is None:
+            continue
+        rates[key] = rate
+        base = rates.get("pil")
+        pixels = "(the reference)" if key == "pil" else "as the cache" if sample is None else guarded(
+            f"pixels {key}", lambda: pixels_versus_pil([paths[i] for i in check], sizes.image_size, sample()),
+            failures) or "failed"
+        rows.append([label, source, f"{rate:,.0f}", f"{rate / base:.2f}×" if base else "", pixels])
+        print(f"  loader {key}: {rate:,.0f} images/s; pixels vs PIL: {pixels}", flush=True)
     return rows, rates
 
 

@@ -162,7 +162,7 @@ def test_every_stage_default_file_agrees_with_its_config_class() -> None:
 
     classes = _stage_config_classes()
     assert set(classes) == {"demo_data", "labels", "train", "evaluate", "compare", "pipeline", "score", "sweep", "figures",
-                            "server"}
+                            "server", "image_cache"}
     for stage, schema in classes.items():
         path = project_root() / "configs" / stage / "default.yaml"
         assert path.is_file(), f"{path} is missing"
@@ -178,7 +178,7 @@ def test_tracked_stages_share_one_base_and_one_runtime_marker() -> None:
     from visreps.paths import project_root
 
     for stage, schema in _stage_config_classes().items():
-        if stage in ("score", "figures", "server"):  # files or a server only: nothing tracked
+        if stage in ("score", "figures", "server", "image_cache"):  # files or a server only: nothing tracked
             continue
         assert issubclass(schema, StageConfig), stage
         assert not affects_result(schema, "experiment") and not affects_result(schema, "force")

@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "demo_data": "visreps.stages.demo_data",
     "labels": "visreps.stages.labels",
     "train": "visreps.stages.train",
+    "image_cache": "visreps.stages.image_cache",
     "evaluate": "visreps.stages.evaluate",
     "compare": "visreps.stages.compare",
     "sweep": "visreps.stages.sweep",

@@ -4,7 +4,7 @@ Each function returns the first 16 hex digits of a SHA-256; equal fingerprints m
 - ``content_fingerprint``: the bytes of one file (label tables, small inputs);
 - ``files_fingerprint`` / ``tree_fingerprint``: relative path, size and modification time (ns) of every file
   of a set or a tree, so adding, removing or rewriting any file changes it without reading the contents
-  (image trees, datasets);
+  (image trees, datasets); ``stats_fingerprint`` gives the same digest from stats taken already;
 - ``state_dict_fingerprint``: names, dtypes, shapes and bytes of a network's tensors.
 ``visreps.tracking.identity`` combines them into run keys (see ``docs/reuse.md``).
 """
@@ -36,10 +36,16 @@ def files_fingerprint(root: str | Path, relative_paths: Iterable[str]) -> str:
     A missing file is an error (``FileNotFoundError`` names it): a fingerprint never silently skips one.
     """
     root = Path(root)
+    relative_paths = list(relative_paths)
+    stats = [os.stat(root / relative) for relative in relative_paths]
+    return stats_fingerprint(relative_paths, [stat.st_size for stat in stats], [stat.st_mtime_ns for stat in stats])
+
+
+def stats_fingerprint(relative_paths: Iterable[str], sizes: Iterable[int], mtimes_ns: Iterable[int]) -> str:
+    """``files_fingerprint`` from stats taken already (a cached listing): the same digest for the same stats."""
     digest = hashlib.sha256()
-    for relative in relative_paths:
-        stat = os.stat(root / relative)
-        digest.update(f"{relative}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    for relative, size, mtime in zip(relative_paths, sizes, mtimes_ns, strict=True):
+        digest.update(f"{relative}\t{int(size)}\t{int(mtime)}\n".encode())
     return digest.hexdigest()[:16]
 
 

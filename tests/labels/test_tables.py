@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from visreps.data.images import scan_class_folders
+from visreps.data.images import ImageCollection, scan_class_folders
 from visreps.labels import (
     LabelError,
     build_label_table,
@@ -105,5 +105,8 @@ def test_fingerprint_changes_with_files(collection, image_tree) -> None:
     assert collection_fingerprint(scan_class_folders(image_tree)) == before
     with open(image_tree / collection.keys[0], "ab") as handle:
         handle.write(b"\0")
-    assert collection_fingerprint(collection) != before
+    assert collection_fingerprint(collection) == before  # the stats taken when it was listed
+    assert collection_fingerprint(scan_class_folders(image_tree)) != before
     assert collection_fingerprint(subset_collection(collection, np.arange(5))) != before
+    unlisted = ImageCollection(collection.root, collection.keys, collection.fine_labels, collection.class_names)
+    assert collection_fingerprint(unlisted) == collection_fingerprint(scan_class_folders(image_tree))

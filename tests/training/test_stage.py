@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 
 import visreps.stages.train as train_stage
 from visreps.config import ConfigError, load_config
+from visreps.data.base import DatasetError
 from visreps.data.images import scan_class_folders, train_heldout_split
 from visreps.labels import LabelError
 from visreps.activations import ActivationReader
@@ -151,7 +152,7 @@ def test_bad_input_fails_before_training(store: MlflowClient, tiny_tree: Path, t
     with pytest.raises(TrainingError, match="cannot fetch labels.table"):
         train_stage.run_train_stage(tiny_config(tiny_tree, labels__table="runs:/0123abc/label_tables/k8.parquet",
                                                 labels__source_name="x"))
-    with pytest.raises(TrainingError, match="dataset.root is not set"):
+    with pytest.raises(DatasetError, match="dataset.root is not set"):
         train_stage.run_train_stage(tiny_config(tiny_tree, dataset__root=""))
     with pytest.raises(ConfigError, match="unknown architecture 'resnet'"):
         load_config(TrainConfig, "train", overrides=["model.architecture=resnet"])

@@ -26,12 +26,15 @@ class ImageCollection:
     """Images under ``root``: ``keys[i]`` (relative path) with folder class ``fine_labels[i]``.
 
     ``class_names[c]`` is the folder name of class ``c`` (sorted), the "fine" labels of the collection.
+    ``file_stats`` (N, 2) int64: size in bytes and modification time in ns of each file when it was listed
+    (None when not taken); ``visreps.labels.tables.collection_fingerprint`` hashes them.
     """
 
     root: Path
     keys: tuple[str, ...]
     fine_labels: np.ndarray
     class_names: tuple[str, ...]
+    file_stats: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -52,13 +55,14 @@ def scan_class_folders(root: str | Path, extensions: tuple[str, ...] = IMAGE_EXT
     class_names = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
     keys: list[str] = []
     labels: list[int] = []
+    stats: list[tuple[int, int]] = []
     for label, name in enumerate(class_names):
-        files = sorted(
-            entry.name for entry in os.scandir(root / name)
-            if entry.is_file() and entry.name.lower().endswith(extensions)
-        )
-        keys.extend(f"{name}/{file}" for file in files)
-        labels.extend([label] * len(files))
+        for entry in os.scandir(root / name):
+            if entry.name.lower().endswith(extensions) and entry.is_file():
+                stat = entry.stat()
+                keys.append(f"{name}/{entry.name}")
+                labels.append(label)
+                stats.append((stat.st_size, stat.st_mtime_ns))
     if not keys:
         raise DatasetError(
             f"image folder {root} holds no images in class sub-folders (<root>/<class>/<image>{extensions[0]}); "
@@ -66,7 +70,8 @@ def scan_class_folders(root: str | Path, extensions: tuple[str, ...] = IMAGE_EXT
         )
     order = np.argsort(np.asarray(keys, dtype=object), kind="stable")
     keys_sorted = tuple(keys[i] for i in order)
-    return ImageCollection(root, keys_sorted, np.asarray(labels, dtype=np.int64)[order], tuple(class_names))
+    return ImageCollection(root, keys_sorted, np.asarray(labels, dtype=np.int64)[order], tuple(class_names),
+                           np.asarray(stats, dtype=np.int64).reshape(-1, 2)[order])
 
 
 def train_heldout_split(n_images: int, heldout_fraction: float = 0.2, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:

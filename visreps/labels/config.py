@@ -19,6 +19,10 @@ class DatasetSection(ConfigModel):
     heldout_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="held-out share, as in training")
     split_seed: int = Field(42, description="seed of the train/held-out split, as in training")
     on_corrupt_image: Literal["fail", "skip"] = "fail"
+    listing: Literal["check", "trust", "rescan"] = runtime_field(
+        "check", description="check: the stored file listing with every file's size and time read again; trust: "
+                             "the stored listing as it is (network file systems; misses files overwritten in place); "
+                             "rescan: walk the tree again")
 
 
 class SourceSection(ConfigModel):

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from visreps.data.images import ImageCollection
-from visreps.fingerprints import files_fingerprint
+from visreps.fingerprints import files_fingerprint, stats_fingerprint
 from visreps.labels.errors import LabelError
 
 LABEL_TABLE_COLUMNS = ("image", "label", "split")
@@ -123,12 +123,14 @@ def subset_collection(collection: ImageCollection, indices: np.ndarray) -> Image
     indices = np.asarray(indices, dtype=np.int64)
     if indices.size and (np.any(np.diff(indices) <= 0) or indices[0] < 0 or indices[-1] >= len(collection)):
         raise LabelError("subset indices must be sorted, unique and inside the collection")
-    return ImageCollection(
-        collection.root, tuple(collection.keys[i] for i in indices), collection.fine_labels[indices], collection.class_names
-    )
+    stats = None if collection.file_stats is None else collection.file_stats[indices]
+    return ImageCollection(collection.root, tuple(collection.keys[i] for i in indices), collection.fine_labels[indices],
+                           collection.class_names, stats)
 
 
 def collection_fingerprint(collection: ImageCollection) -> str:
     """``files_fingerprint`` of the collection's files (relative path, size, mtime): adding, removing or
-    rewriting any image changes it."""
-    return files_fingerprint(collection.root, collection.keys)
+    rewriting any image changes it. Uses the stats taken when the collection was listed, when it has them."""
+    if collection.file_stats is None:
+        return files_fingerprint(collection.root, collection.keys)
+    return stats_fingerprint(collection.keys, collection.file_stats[:, 0], collection.file_stats[:, 1])

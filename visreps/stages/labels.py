@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from visreps.data.images import scan_class_folders, train_heldout_split
+from visreps.data.images import train_heldout_split
+from visreps.data.listing import class_folder_root, list_class_folders
 from visreps.labels import (
     LabelError,
     PixelSource,
@@ -79,17 +80,8 @@ def build_source(section: SourceSection, seed: int) -> FeatureSource:
 
 def load_images(section: DatasetSection, seed: int):
     """(collection, held-out mask): the split is drawn on the full tree, then the max_images subset is kept."""
-    if not section.root:
-        raise LabelError("dataset.root is not set; pass dataset.root=/path/to/class-folder-tree (<root>/<class>/<img>) "
-                         "or dataset.root=demo")
-    root = section.root
-    if root.strip() == "demo":  # the default demo dataset's training images, as the train stage reads them
-        from visreps.data.demo import DemoDataConfig, default_demo_root
-
-        root = default_demo_root(DemoDataConfig()) / "train_images"
-        if not root.is_dir():
-            raise LabelError(f"the demo dataset is not at {root}; run `visreps demo_data` first")
-    collection = scan_class_folders(root)
+    root = class_folder_root(section.root, "dataset.root")
+    collection = list_class_folders(root, listing=section.listing)
     _, heldout_index = train_heldout_split(len(collection), section.heldout_fraction, section.split_seed)
     heldout = np.zeros(len(collection), dtype=bool)
     heldout[heldout_index] = True

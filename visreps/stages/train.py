@@ -23,7 +23,8 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from visreps.data.images import ImageCollection, scan_class_folders
+from visreps.data.images import ImageCollection
+from visreps.data.listing import class_folder_root, list_class_folders
 from visreps.fingerprints import content_fingerprint
 from visreps.labels.tables import LABEL_SOURCE_ATTR, collection_fingerprint, read_label_table
 from visreps.models import load_file, save_model_file
@@ -66,17 +67,7 @@ def checkpoint_folder(key: str) -> Path:
 
 def dataset_root(config: TrainConfig) -> Path:
     """``dataset.root`` as a folder; ``demo`` is the default demo dataset's ``train_images``."""
-    root = config.dataset.root.strip()
-    if not root:
-        raise TrainingError("dataset.root is not set; pass dataset.root=/path/to/class-folder-tree or dataset.root=demo")
-    if root == "demo":
-        from visreps.data.demo import DemoDataConfig, default_demo_root
-
-        folder = default_demo_root(DemoDataConfig()) / "train_images"
-        if not folder.is_dir():
-            raise TrainingError(f"the demo dataset is not at {folder}; run `visreps demo_data` first")
-        return folder
-    return Path(root).expanduser().resolve()
+    return class_folder_root(config.dataset.root, "dataset.root")
 
 
 def dataset_name(config: TrainConfig) -> str:
@@ -164,7 +155,7 @@ def prepare(config: TrainConfig) -> tuple[TrainPlan, ImageCollection]:
         raise TrainingError(f"dataset.root={config.dataset.root!r}: folder {root} does not exist")
     table = read_labels_spec(config.labels.table)
     config = with_label_source(config, table)
-    collection = scan_class_folders(root)
+    collection = list_class_folders(root, listing=config.dataset.listing)
     inputs = {"dataset.root": collection_fingerprint(collection)}
     if table is not None:
         inputs["labels.table"] = table.fingerprint
@@ -265,6 +256,8 @@ def _train(config: TrainConfig, labels: TrainingLabels, context: DistContext, ru
            folder: Path, logged_through: int = -1, on_epoch: Callable | None = None) -> Trainer:
     logger = _RunLogger(run, config.log_checkpoints, logged_through, on_epoch) if run is not None else None
     trainer = Trainer(config, labels, context=context, checkpoint_dir=folder, callbacks=logger)
+    if run is not None:  # runtime only, like every speed knob: a tag, not a parameter
+        run.set_tags({"visreps.image_source": trainer.image_source})
     result = trainer.fit()
     if run is not None:
         if result.resumed_from is not None:
@@ -312,7 +305,7 @@ def _run_stage(config: TrainConfig, parent_run_id: str | None, context: DistCont
             _reuse(config, plan.reuse_run_id)
         return plan.reuse_run_id
     if collection is None:  # ranks other than 0 list the images themselves
-        collection = scan_class_folders(dataset_root(config))
+        collection = list_class_folders(dataset_root(config), listing="trust")  # the listing rank 0 stored
     labels = training_labels(
         collection, plan.table, table_name=config.labels.table, num_classes=config.labels.num_classes,
         heldout_fraction=config.dataset.heldout_fraction, split_seed=config.dataset.split_seed,

@@ -21,6 +21,10 @@ class DatasetSection(ConfigModel):
     root: str = Field("", description="class-folder tree <root>/<class>/<image>, or 'demo' (the demo's train_images)")
     heldout_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="fraction held out for accuracy")
     split_seed: int = Field(42, description="seed of the train/held-out split (the labels stage uses the same)")
+    listing: Literal["check", "trust", "rescan"] = runtime_field(
+        "check", description="check: the stored file listing with every file's size and time read again; trust: "
+                             "the stored listing as it is (network file systems; misses files overwritten in place); "
+                             "rescan: walk the tree again")
 
 
 class LabelsSection(ConfigModel):
@@ -85,8 +89,10 @@ class TrainConfig(StageConfig):
     deterministic: bool = runtime_field(False, description="torch deterministic algorithms")
     checkpoint_every: int = runtime_field(5, ge=0, description="epochs between checkpoints (0: end only)")
     num_workers: int = runtime_field(4, ge=0, description="data-loading processes (file mode)")
-    in_memory: Literal["auto", "yes", "no"] = runtime_field(
-        "auto", description="decode all images into memory once (auto: up to 20,000 images)")
+    image_source: Literal["auto", "memory", "files", "cache"] = runtime_field(
+        "auto", description="memory: all images decoded once into memory; files: decoded by num_workers loader "
+                            "processes each epoch; cache: read from the pixel cache (`visreps image_cache`); auto: "
+                            "memory up to 20,000 images, else the cache when built, else files")
     device: str = runtime_field("auto", description="auto, cpu, cuda, cuda:1, ...")
     progress: bool = runtime_field(True, description="tqdm bars (shown on a terminal only)")
     register: bool = runtime_field(True, description="register final and epoch-0 models")

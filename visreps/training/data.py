@@ -156,11 +156,22 @@ def decode_all(paths: list[Path], image_size: int, threads: int = 2, progress: b
     return images
 
 
-def use_in_memory(mode: str, n_images: int, image_size: int) -> bool:
-    """``in_memory`` = yes/no, or auto: up to 20,000 images and 2 GiB of decoded pixels."""
-    if mode in ("yes", "no"):
-        return mode == "yes"
+def fits_in_memory(n_images: int, image_size: int) -> bool:
+    """Whether ``image_source=auto`` holds the images in memory: up to 20,000 images and 2 GiB of pixels."""
     return n_images <= IN_MEMORY_MAX_IMAGES and n_images * 3 * image_size**2 <= IN_MEMORY_MAX_BYTES
+
+
+def resolve_image_source(mode: str, n_images: int, image_size: int, cache_complete: bool) -> str:
+    """``image_source`` -> memory | files | cache. auto: memory when ``fits_in_memory`` (read from the pixel
+    cache when it is complete, else decoded), else the pixel cache when complete, else the files."""
+    if mode == "cache" and not cache_complete:
+        raise TrainingError(f"image_source=cache but no complete pixel cache exists for these images at {image_size} px; "
+                            f"build it with `visreps image_cache root=<dataset.root> image_size={image_size}`")
+    if mode != "auto":
+        return mode
+    if fits_in_memory(n_images, image_size):
+        return "memory"
+    return "cache" if cache_complete else "files"
 
 
 # ---------------------------------------------------------------- batches
@@ -173,11 +184,12 @@ class BatchStream:
     (``DistributedSampler``; under DDP each rank takes its shard, padded so all ranks step equally often); a
     final batch of one image is dropped (BatchNorm cannot normalise it). ``shuffle=False`` (evaluation): the
     indices in order, rank r taking every ``world_size``-th image, nothing padded or dropped.
-    Source: a decoded tensor (``images``) or a file dataset read by ``num_workers`` loader processes.
+    Source: a decoded tensor (``images``) or a dataset of (uint8 image, label) items (``DecodedImages`` or the
+    pixel cache's ``CachedImages``, whose ``collate_fn`` is used) read by ``num_workers`` loader processes.
     """
 
     def __init__(self, indices: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device, *,
-                 images: torch.Tensor | None = None, files: DecodedImages | None = None, shuffle: bool = False,
+                 images: torch.Tensor | None = None, files: Dataset | None = None, shuffle: bool = False,
                  seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 0) -> None:
         if (images is None) == (files is None):
             raise ValueError("BatchStream needs exactly one of images= or files=")
@@ -206,6 +218,7 @@ class BatchStream:
             self.loader = DataLoader(
                 subset, batch_size=self.batch_size, sampler=sampler, num_workers=num_workers,
                 pin_memory=device.type == "cuda", persistent_workers=num_workers > 0,
+                collate_fn=getattr(files, "collate_fn", None),
                 prefetch_factor=4 if num_workers > 0 else None, drop_last=False,
             )
 

@@ -29,9 +29,10 @@ from visreps.config import config_hash
 from visreps.models import IMAGENET_MEAN, IMAGENET_STD, create_model, unwrap_model
 from visreps.training import checkpoints as ckpt
 from visreps.training.config import TrainConfig
-from visreps.training.data import BatchStream, DecodedImages, TrainingLabels, decode_all, use_in_memory
+from visreps.training.data import BatchStream, DecodedImages, TrainingLabels, decode_all, resolve_image_source
 from visreps.training.distributed import DistContext, all_reduce_sums, barrier, pick_device
 from visreps.training.errors import TrainingError, is_out_of_memory, out_of_memory_error
+from visreps.training.image_cache import CachedImages, pixel_cache_folder, read_complete_meta
 from visreps.training.schedule import build_optimiser, build_scheduler
 from visreps.training.transforms import prepare_batch
 
@@ -147,10 +148,15 @@ class Trainer:
         collection = labels.collection
         paths = [collection.root / key for key in collection.keys]
         common = dict(device=self.device, rank=context.rank, world_size=context.world_size)
-        if use_in_memory(config.in_memory, len(paths), self.image_size):
-            images = decode_all(paths, self.image_size, threads=max(2, config.num_workers),
-                                progress=config.progress and context.is_main)
+        cache = pixel_cache_folder(collection, self.image_size)
+        cached = read_complete_meta(cache) is not None
+        self.image_source = resolve_image_source(config.image_source, len(paths), self.image_size, cached)
+        if self.image_source == "memory":
+            images = CachedImages(cache, labels.labels).all_images() if cached else decode_all(
+                paths, self.image_size, threads=max(2, config.num_workers), progress=config.progress and context.is_main)
             source = dict(images=images)
+        elif self.image_source == "cache":
+            source = dict(files=CachedImages(cache, labels.labels), num_workers=config.num_workers)
         else:
             source = dict(files=DecodedImages(paths, labels.labels, self.image_size), num_workers=config.num_workers)
         train = BatchStream(labels.train_indices, labels.labels, config.batch_size, shuffle=True, seed=config.seed,
