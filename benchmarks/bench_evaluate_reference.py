@@ -55,9 +55,9 @@ def reference_rsa(projected, full, names, y_train, y_test, n_train, indices, see
 def ridge_predictions(x_fit, y_fit, x_eval, kind: str) -> np.ndarray:
     """himalaya ridge (per-target alpha by 5-fold CV, no intercept) on data z-scored with fit statistics.
 
-    Feature columns constant on the fit split are set to 0: ridge gives them weight 0 (visreps' solver does so
-    exactly), but (x − mean) / (0 + 1e-8) scales their evaluation rows by 1e8, and himalaya's SVD leaves ~1e-9
-    weights on them, which that factor turns into prediction errors (dead fc*_post units, up to 1e-5 in r).
+    Feature columns constant on the fit split are set to 0, as visreps does (docs/method.md §6): (x − mean) /
+    (0 + 1e-8) would scale their evaluation rows by 1e8, and himalaya's SVD leaves ~1e-9 weights on them, which
+    that factor turns into prediction errors (dead fc*_post units, up to 1e-5 in r).
     """
     from himalaya.backend import set_backend
     from himalaya.kernel_ridge import KernelRidgeCV

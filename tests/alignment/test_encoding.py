@@ -153,3 +153,20 @@ def test_bad_input_is_refused():
         fit_ridge_cv(x, y).predict(np.ones((3, 5)))
     with pytest.raises(AlignmentInputError, match="at least 5"):
         fit_ridge_cv(x[:4], y[:4])
+
+
+@pytest.mark.parametrize("n_samples", [90, 12])  # primal (n ≥ p) and kernel (n < p) solvers
+def test_feature_constant_on_fit_stimuli_is_ignored_in_predictions(n_samples):
+    """A unit dead (or constant) on every fit stimulus carries nothing the model learnt: firing on a predicted
+    stimulus must not change its prediction. Reference: the same fit with the column removed."""
+    x, y = make_data(n_samples + 10, 20, 5, seed=8)
+    dead = x.copy()
+    dead[:n_samples, 3] = 0.0  # a ReLU unit silent on all fit stimuli ...
+    dead[n_samples:, 3] = np.linspace(0.5, 2.0, 10)  # ... that fires on the predicted ones
+    dead[:, 7] = 0.25  # and a unit constant everywhere
+    kept = np.delete(dead, [3, 7], axis=1)
+    with_dead = fit_ridge_cv(dead[:n_samples], y[:n_samples])
+    without = fit_ridge_cv(kept[:n_samples], y[:n_samples])
+    np.testing.assert_array_equal(with_dead.best_alphas, without.best_alphas)
+    np.testing.assert_allclose(with_dead.predict(dead[n_samples:]).numpy(), without.predict(kept[n_samples:]).numpy(),
+                               rtol=1e-4, atol=1e-4)

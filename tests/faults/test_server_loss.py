@@ -46,11 +46,18 @@ def _config_file(folder: Path, root: Path, seed: int) -> Path:
     return path
 
 
+def _trained_runs(home: Path) -> set[str]:
+    """The run folders holding a checkpoint after at least one epoch (a folder keeps epoch_000.pt and only the
+    newest one: epoch_001.pt is gone once epoch_002.pt is written)."""
+    return {path.parent.name for path in (home / "checkpoints" / "train").glob("*/epoch_*.pt")
+            if path.name != "epoch_000.pt"}
+
+
 def _wait_for_first_checkpoints(home: Path, processes: list[subprocess.Popen], timeout_s: float = 240) -> None:
     deadline = time.monotonic() + timeout_s
-    while len(list((home / "checkpoints" / "train").glob("*/epoch_001.pt"))) < len(processes):
+    while len(_trained_runs(home)) < len(processes):
         for process in processes:
-            assert process.poll() is None, f"a training ended before its first checkpoint: {process.stderr.read()}"
+            assert process.poll() is None, f"a training ended before the server was stopped: {process.stderr.read()}"
         assert time.monotonic() < deadline, f"no first checkpoints after {timeout_s:.0f} s"
         time.sleep(0.02)
 

@@ -1,7 +1,8 @@
 """Ridge encoding: per-target alpha by K-fold CV, no intercept, z-scoring with fit-split statistics only.
 
 Method (docs/method.md §6): X and Y are z-scored with the fit split's mean and population std (ddof=0) + 1e-8; the
-same statistics are applied to any data predicted later. For every target the alpha is chosen from
+same statistics are applied to any data predicted later. A feature constant on the fit split (a unit silent on
+every fit stimulus) is set to 0 on every stimulus, fit or predicted: it carries nothing the model could learn. For every target the alpha is chosen from
 ``DEFAULT_ALPHAS`` (20 log-spaced values 1e-10..1e10) by 5-fold CV on the z-scored fit data; the model is
 then refit on the whole fit split with each target's alpha.
 
@@ -60,7 +61,9 @@ def _column_slices(shape: tuple[int, ...], itemsize: int = 8) -> Iterator[slice]
 class Standardizer:
     """Column-wise (x − mean) / (std + 1e-8) with statistics of the fit split (float64, population std).
 
-    Computed and applied a block of columns at a time, so the float64 temporaries never exceed
+    A column constant on the fit split gets an infinite scale, so it is 0 on any data standardised later: with
+    std + 1e-8 a unit silent on the fit stimuli that fires on a predicted one would reach z ≈ 1e8 there and
+    multiply the solver's rounding noise in its (zero) weight into the prediction. Computed and applied a block of columns at a time, so the float64 temporaries never exceed
     STANDARDIZE_CHUNK_BYTES, however many features or targets there are.
     """
 
@@ -75,6 +78,7 @@ class Standardizer:
             block = x[:, columns].double()
             mean[columns] = block.mean(dim=0)
             std[columns] = (block - mean[columns]).square_().mean(dim=0).sqrt_()
+            std[columns] = std[columns].masked_fill_((block == block[:1]).all(dim=0), torch.inf)
         return cls(mean, std + ZSCORE_EPSILON)
 
     def apply(self, x: torch.Tensor, dtype: torch.dtype, columns: slice = slice(None)) -> torch.Tensor:
@@ -95,7 +99,9 @@ class Standardizer:
         return out
 
     def invert(self, z: torch.Tensor) -> torch.Tensor:
-        return z * self.scale.to(z.device, z.dtype) + self.mean.to(z.device, z.dtype)
+        """Back to the fit units: z · scale + mean (a column constant on the fit split is its constant)."""
+        scale = self.scale.to(z.device, z.dtype)
+        return torch.where(torch.isinf(scale), 0.0, z * scale) + self.mean.to(z.device, z.dtype)
 
 
 def kfold_splits(n_samples: int, n_folds: int = DEFAULT_FOLDS, shuffle_seed: int | None = None

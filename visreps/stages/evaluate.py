@@ -38,9 +38,9 @@ from visreps.tracking import (
 
 STAGE = "evaluate"
 PAIR_STAGE = "evaluate.pair"
-STAGE_VERSION = 4  # 2: effective dimensionality of every point; 3: every pair's resamples (bootstrap.parquet, pairs.csv);
-#                    4: every pair's selection curve (selection.parquet)
-PAIR_STAGE_VERSION = 1  # child (subject, region) results: unchanged by versions 2 to 4 of the parent
+STAGE_VERSION = 5  # 2: effective dimensionality of every point; 3: every pair's resamples (bootstrap.parquet, pairs.csv);
+#                    4: every pair's selection curve (selection.parquet); 5: encoding zeroes fit-constant features
+PAIR_STAGE_VERSION = 2  # child (subject, region) results: unchanged by versions 2 to 4 of the parent; 2: as 5
 CONFIG_CLASS = EvaluateConfig
 #: the model is what an evaluation is about: another model is another evaluation, not a changed input
 IDENTIFYING = ("model",)

@@ -36,7 +36,7 @@ from visreps.sweeps.config import FINE, UNTRAINED, SweepConfig, SweepError
 
 STAGE, TRIAL_STAGE = "sweep", "sweep.trial"
 STAGE_VERSION = 2  # 2: objectives.csv, importances.csv; figures drawn from the tables
-TRIAL_STAGE_VERSION = 1
+TRIAL_STAGE_VERSION = 2  # 2: encoding objectives with fit-constant features zeroed
 CONFIG_CLASS = SweepConfig
 
 
