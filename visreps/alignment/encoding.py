@@ -2,9 +2,9 @@
 
 Method (docs/method.md §6): X and Y are z-scored with the fit split's mean and population std (ddof=0) + 1e-8; the
 same statistics are applied to any data predicted later. A feature constant on the fit split (a unit silent on
-every fit stimulus) is set to 0 on every stimulus, fit or predicted: it carries nothing the model could learn. For every target the alpha is chosen from
-``DEFAULT_ALPHAS`` (20 log-spaced values 1e-10..1e10) by 5-fold CV on the z-scored fit data; the model is
-then refit on the whole fit split with each target's alpha.
+every fit stimulus) is set to 0 on every stimulus, fit or predicted: it carries nothing the model could learn.
+For every target the alpha is chosen from ``DEFAULT_ALPHAS`` (20 log-spaced values 1e-10..1e10) by 5-fold CV on
+the z-scored fit data; the model is then refit on the whole fit split with each target's alpha.
 
 CV score (as himalaya's ``RidgeCV`` with its default ``l2_neg_loss``): for every fold, alpha and target the
 negative mean squared error on the held-out fold (z-scored units); averaged over folds in float64; plus
@@ -63,8 +63,9 @@ class Standardizer:
 
     A column constant on the fit split gets an infinite scale, so it is 0 on any data standardised later: with
     std + 1e-8 a unit silent on the fit stimuli that fires on a predicted one would reach z ≈ 1e8 there and
-    multiply the solver's rounding noise in its (zero) weight into the prediction. Computed and applied a block of columns at a time, so the float64 temporaries never exceed
-    STANDARDIZE_CHUNK_BYTES, however many features or targets there are.
+    multiply the solver's rounding noise in its (zero) weight into the prediction. Computed and applied a block of
+    columns at a time, so the float64 temporaries never exceed STANDARDIZE_CHUNK_BYTES, however many features or
+    targets there are.
     """
 
     mean: torch.Tensor
@@ -77,8 +78,9 @@ class Standardizer:
         for columns in _column_slices(tuple(x.shape)):
             block = x[:, columns].double()
             mean[columns] = block.mean(dim=0)
-            std[columns] = (block - mean[columns]).square_().mean(dim=0).sqrt_()
-            std[columns] = std[columns].masked_fill_((block == block[:1]).all(dim=0), torch.inf)
+            block_std = (block - mean[columns]).square_().mean(dim=0).sqrt_()
+            block_std[constant_columns(block)] = torch.inf
+            std[columns] = block_std
         return cls(mean, std + ZSCORE_EPSILON)
 
     def apply(self, x: torch.Tensor, dtype: torch.dtype, columns: slice = slice(None)) -> torch.Tensor:
